@@ -1,0 +1,1 @@
+//! Command-line parsing (lexopt): commands, options and their --help texts.

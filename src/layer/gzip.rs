@@ -1,0 +1,1 @@
+//! Streaming gunzip on miniz_oxide: a Read adapter that never holds a whole blob, with CRC32 and multi-member support.

@@ -1,0 +1,7 @@
+//! Layers: the tar entries they hold, streamed decompression, applying them to a root, and (later) making them.
+
+pub mod entry;
+pub mod fsroot;
+pub mod gzip;
+pub mod stage;
+pub mod unpack;

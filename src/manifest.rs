@@ -1,0 +1,1 @@
+//! Image manifests, indexes and configs (OCI and Docker schema2): parse, validate, and pick a platform.

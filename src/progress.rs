@@ -1,0 +1,1 @@
+//! Progress lines on a terminal (bytes, total, rate), plain lines otherwise, nothing with -q.

@@ -1,0 +1,1 @@
+//! Registry authentication: WWW-Authenticate challenges, Bearer token fetch, Basic.

@@ -1,0 +1,1 @@
+//! The registry conversation as explicit states: ping, challenge, token, request; redirects and retries.

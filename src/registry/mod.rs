@@ -1,0 +1,5 @@
+//! Talking to a registry (distribution API v2): authentication, requests, uploads.
+
+pub mod auth;
+pub mod client;
+pub mod credentials;
