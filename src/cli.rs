@@ -1,1 +1,151 @@
-//! Command-line parsing (lexopt): commands, options and their --help texts.
+//! Command-line parsing (lexopt): commands, their options, and `--help` texts.
+//! Parsing only: nothing here touches the network or the disk.
+
+use crate::error::{Error, Result};
+use crate::pull::PullOptions;
+use crate::registry::client::TransportOptions;
+use lexopt::prelude::*;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+barge: move container images between registries and plain directories
+
+Usage: barge <COMMAND> [OPTIONS]
+
+Commands:
+  pull IMAGE     Fetch an image and lay its root filesystem out in a directory
+  commit         Turn what changed in a pulled directory into a new layer
+  push NAME      Upload a committed directory's image to a registry
+  login [HOST]   Check credentials and store them for later commands
+  logout [HOST]  Forget stored credentials
+
+Run `barge <COMMAND> --help` for a command's options.
+Options: -h, --help   print help;  -V, --version   print the version";
+
+pub const PULL_HELP: &str = "\
+Fetch IMAGE from its registry and lay its root filesystem out in DIR.
+
+Usage: barge pull IMAGE [OPTIONS]
+
+IMAGE is [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST]; the registry defaults to
+Docker Hub (docker.io), the tag to `latest`, and single names get `library/`.
+
+Options:
+  -r, --rootfs DIR         Where to put the tree (default: rootfs); must be new or empty
+  -g, --git                Make DIR a git repository with one branch per layer
+  -u, --user USER:PASS     Credentials (default: from `barge login`, Docker or podman auth files)
+      --platform OS/ARCH[/VARIANT]
+                           Which image to take from a multi-platform index (default: this host's)
+  -q, --quiet              Print errors only
+      --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
+      --insecure HOST[:PORT]
+                           Use plain HTTP for this registry (loopback hosts always do)
+  -h, --help               Print this help";
+
+/// A parsed command line.
+pub enum Command {
+    Help(&'static str),
+    Version,
+    Pull(PullOptions),
+}
+
+impl Command {
+    /// How error lines name the command: `pull debian:bookworm: `.
+    pub fn label(&self) -> String {
+        match self {
+            Command::Help(_) | Command::Version => String::new(),
+            Command::Pull(p) => format!("pull {}: ", p.image),
+        }
+    }
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let Some(arg) = parser.next().map_err(usage_error)? else {
+        return Ok(Command::Help(USAGE));
+    };
+    match arg {
+        Short('h') | Long("help") => Ok(Command::Help(USAGE)),
+        Short('V') | Long("version") => Ok(Command::Version),
+        Value(cmd) => match cmd.to_string_lossy().as_ref() {
+            "pull" => parse_pull(&mut parser),
+            "help" => Ok(Command::Help(USAGE)),
+            other => Err(Error::new(format!("unknown command {other:?}")).hint("run `barge --help` for the list of commands")),
+        },
+        other => Err(usage_error(other.unexpected())),
+    }
+}
+
+fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut image = None;
+    let mut dir = PathBuf::from("rootfs");
+    let (mut user, mut platform, mut quiet, mut git) = (None, None, false, false);
+    let mut transport = TransportOptions::default();
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(PULL_HELP)),
+            Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
+            Short('u') | Long("user") => user = Some(string_value(p)?),
+            Short('g') | Long("git") => git = true,
+            Short('q') | Long("quiet") => quiet = true,
+            Long("platform") => platform = Some(string_value(p)?),
+            _ if transport_option(&arg, p, &mut transport)? => {}
+            Value(v) if image.is_none() => image = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let image = image.ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
+    Ok(Command::Pull(PullOptions { image, dir, user, platform, quiet, git, transport }))
+}
+
+/// `--ca-cert` and `--insecure`, shared by every command that talks to a registry.
+fn transport_option(arg: &lexopt::Arg, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<bool> {
+    match arg {
+        Long("ca-cert") => t.ca_files.push(p.value().map_err(usage_error)?.into()),
+        Long("insecure") => t.insecure.push(string_value(p)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn string_value(p: &mut lexopt::Parser) -> Result<String> {
+    os_string(p.value().map_err(usage_error)?)
+}
+
+fn os_string(v: std::ffi::OsString) -> Result<String> {
+    v.into_string().map_err(|v| Error::new(format!("argument {v:?} is not valid UTF-8")))
+}
+
+fn usage_error(e: lexopt::Error) -> Error {
+    Error::new(e.to_string()).hint("run with --help for usage")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn pull_defaults_and_options() {
+        let Command::Pull(p) = parse(args("pull debian:bookworm")).unwrap() else { panic!() };
+        assert_eq!(p.dir, PathBuf::from("rootfs"));
+        assert!(!p.git && !p.quiet);
+        let Command::Pull(p) = parse(args("pull -r d -g -q --platform linux/arm64 -u a:b --ca-cert c.pem --insecure h:5 x")).unwrap() else { panic!() };
+        assert_eq!((p.dir.to_str(), p.git, p.quiet), (Some("d"), true, true));
+        assert_eq!(p.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(p.transport.insecure, vec!["h:5".to_string()]);
+        assert_eq!(p.image, "x");
+    }
+
+    #[test]
+    fn bad_command_lines_are_errors() {
+        assert!(parse(args("pull")).is_err());
+        assert!(parse(args("pull a b")).is_err());
+        assert!(parse(args("pull --bogus a")).is_err());
+        assert!(parse(args("frobnicate")).is_err());
+    }
+}

@@ -19,6 +19,34 @@ mod reference;
 mod registry;
 mod signal;
 
+use cli::Command;
+
 fn main() {
-    std::process::exit(0);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let first = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let cmd = match cli::parse(args) {
+        Ok(cmd) => cmd,
+        Err(e) if first.starts_with('-') || first.is_empty() => fail("", &e),
+        Err(e) => fail(&format!("{first}: "), &e),
+    };
+    let label = cmd.label();
+    if let Err(e) = run(cmd) {
+        fail(&label, &e);
+    }
+}
+
+/// Prints the one error line and exits 1.
+fn fail(label: &str, e: &error::Error) -> ! {
+    eprintln!("barge: {label}{e}");
+    std::process::exit(1);
+}
+
+fn run(cmd: Command) -> error::Result<()> {
+    signal::install();
+    match cmd {
+        Command::Help(text) => println!("{text}"),
+        Command::Version => println!("barge {}", env!("CARGO_PKG_VERSION")),
+        Command::Pull(opts) => pull::run(&opts)?,
+    }
+    Ok(())
 }

@@ -1,1 +1,206 @@
-//! `barge pull`: resolve the image, stream each layer into a staging root, check every digest, then move it into place.
+//! `barge pull`: resolve the image (index → platform → manifest → config),
+//! stream each layer into a staging root while checking every digest, then move
+//! the finished tree into place. On any failure the target is left as it was.
+
+use crate::bail;
+use crate::digest::{self, Digest, HashReader};
+use crate::error::{Context, Error, Result};
+use crate::layer::entry::Change;
+use crate::layer::fsroot::Root;
+use crate::layer::gzip::GzipReader;
+use crate::layer::stage::Stage;
+use crate::layer::unpack::{apply_layer, UnpackOptions, UnpackStats};
+use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
+use crate::progress::{human_bytes, MeterReader, Output};
+use crate::reference::Reference;
+use crate::registry::client::{Registry, TransportOptions};
+use crate::registry::credentials::{self, Credentials};
+use crate::registry::fetch::{self, BlobReader};
+use crate::registry::auth;
+use crate::signal::Interruptible;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// What `barge pull` was asked to do.
+pub struct PullOptions {
+    pub image: String,
+    pub dir: PathBuf,
+    pub user: Option<String>,
+    pub platform: Option<String>,
+    pub quiet: bool,
+    pub git: bool,
+    pub transport: TransportOptions,
+}
+
+/// The resolved image: what the registry says it is made of.
+pub struct ResolvedImage {
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config_bytes: Vec<u8>,
+    pub config: ImageConfig,
+}
+
+/// Configs are small; anything past this is not an image config.
+const MAX_CONFIG: u64 = 8 << 20;
+
+pub fn run(opts: &PullOptions) -> Result<()> {
+    let out = Output::new(opts.quiet);
+    let reference = Reference::parse(&opts.image)?;
+    let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
+    check_target_is_free(&opts.dir)?;
+    let creds = resolve_credentials(opts.user.as_deref(), &reference)?;
+    let scope = auth::scope(&reference.repository, &["pull"]);
+    let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
+    out.line(format!("Pulling image {reference} ..."));
+    let image = resolve(&mut reg, &reference, platform.as_ref(), &out)?;
+    let stage = Stage::create(&opts.dir)?;
+    let stats = unpack_all(&mut reg, &reference, &image, stage.path(), &out, opts)?;
+    stage.commit()?;
+    report_skipped(&out, &stats);
+    out.line(format!("Done. Rootfs of {reference} in {}", opts.dir.display()));
+    Ok(())
+}
+
+/// `-u USER:PASS` wins; else the auth files Docker and podman write.
+pub fn resolve_credentials(user: Option<&str>, reference: &Reference) -> Result<Option<Credentials>> {
+    match user {
+        Some(u) => credentials::from_user_arg(u).map(Some),
+        None => credentials::lookup(&reference.credential_keys()),
+    }
+}
+
+/// Refuses a target that exists and is not an empty directory, before any request.
+fn check_target_is_free(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::from(e).context(format!("inspect {}", dir.display()))),
+        Ok(m) if !m.is_dir() => Err(Error::new(format!("{} exists and is not a directory", dir.display()))
+            .hint("choose another directory with -r DIR")),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
+            match entries.next() {
+                None => Ok(()),
+                Some(_) => Err(Error::new(format!("{} exists and is not empty", dir.display()))
+                    .hint("pull into a new or empty directory (-r DIR)")),
+            }
+        }
+    }
+}
+
+/// Manifest (through an index if need be) and config, all digest-checked.
+pub fn resolve(reg: &mut Registry, reference: &Reference, platform: Option<&Platform>, out: &Output) -> Result<ResolvedImage> {
+    let repo = &reference.repository;
+    let raw = fetch::manifest(reg, repo, &reference.reference_str())?;
+    let (raw, manifest) = match manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())? {
+        Fetched::Manifest(m) => {
+            if let Some(p) = platform {
+                out.line(format!("Note: {reference} is a single-platform image; --platform {p} not checked"));
+            }
+            (raw, m)
+        }
+        Fetched::Index(index) => {
+            let want = platform.cloned().unwrap_or_else(Platform::host);
+            let chosen = index.select(&want)?.clone();
+            out.line(format!("Index: {} → {want}", raw.digest));
+            let child = fetch::manifest(reg, repo, chosen.digest.as_str())?;
+            match manifest::parse_manifest(&child.bytes, child.content_type.as_deref())? {
+                Fetched::Manifest(m) => (child, m),
+                Fetched::Index(_) => bail!("index {} points at another index for {want}: nested indexes are not supported", raw.digest),
+            }
+        }
+    };
+    out.line(format!("Manifest: {}", raw.digest));
+    let config_bytes = fetch::small_blob(reg, repo, &manifest.config.digest, manifest.config.size, MAX_CONFIG).context("image config")?;
+    let config = ImageConfig::parse(&config_bytes)?;
+    if config.diff_ids.len() != manifest.layers.len() {
+        bail!("image config lists {} layers but the manifest has {}", config.diff_ids.len(), manifest.layers.len());
+    }
+    Ok(ResolvedImage { manifest_bytes: raw.bytes, manifest_digest: raw.digest, manifest, config_bytes, config })
+}
+
+fn unpack_all(reg: &mut Registry, reference: &Reference, image: &ResolvedImage, dir: &Path, out: &Output, opts: &PullOptions) -> Result<UnpackStats> {
+    let layers = &image.manifest.layers;
+    out.line(format!("Pulling {} layers:", layers.len()));
+    let mut root = Root::open(dir)?;
+    let unpack_opts = UnpackOptions { as_root: is_root() };
+    let mut total = UnpackStats::default();
+    for (i, desc) in layers.iter().enumerate() {
+        let mut changes = Vec::new();
+        let label = format!("{} ({})", desc.digest, human_bytes(desc.size));
+        let stats = pull_layer(reg, &reference.repository, desc, &image.config.diff_ids[i], &mut root, &unpack_opts, &mut changes, out)
+            .with_context(|| format!("layer {i} ({})", desc.digest))?;
+        out.line(format!("\t{label} ... done"));
+        add_stats(&mut total, &stats);
+        let _ = (&changes, opts.git);
+    }
+    Ok(total)
+}
+
+/// One layer, one pass: socket → digest → gunzip → diff_id → tar → disk.
+#[allow(clippy::too_many_arguments)]
+fn pull_layer(
+    reg: &mut Registry,
+    repo: &str,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    root: &mut Root,
+    opts: &UnpackOptions,
+    changes: &mut Vec<Change>,
+    out: &Output,
+) -> Result<UnpackStats> {
+    let compression = manifest::layer_compression(&desc.media_type)?;
+    let blob = BlobReader::open(reg, repo, &desc.digest, desc.size)?;
+    let mut meter = out.meter(desc.digest.short(), Some(desc.size));
+    let mut compressed = HashReader::new(MeterReader { inner: Interruptible(blob), meter: &mut meter });
+    let applied = match compression {
+        Compression::Gzip => apply_hashed(root, GzipReader::new(&mut compressed), opts, changes),
+        Compression::None => apply_hashed(root, &mut compressed, opts, changes),
+    };
+    // Whatever happened, read the blob to its end: a digest mismatch explains a
+    // corrupt stream better than the gunzip or tar error it caused.
+    let drained = io::copy(&mut compressed, &mut io::sink());
+    let (blob_digest, count) = compressed.finish();
+    meter.finish();
+    if drained.is_ok() && count == desc.size {
+        digest::verify("layer blob", &desc.digest, &blob_digest)?;
+    }
+    let (stats, tar_digest) = applied?;
+    drained.context("read layer blob")?;
+    let tar_digest = match compression {
+        Compression::None => blob_digest,
+        Compression::Gzip => tar_digest,
+    };
+    digest::verify("uncompressed layer (diff_id)", diff_id, &tar_digest)?;
+    Ok(stats)
+}
+
+/// Applies a tar stream while hashing it; the stream is read to its end.
+fn apply_hashed<R: Read>(root: &mut Root, tar: R, opts: &UnpackOptions, changes: &mut Vec<Change>) -> Result<(UnpackStats, Digest)> {
+    let mut hashed = HashReader::new(tar);
+    let stats = apply_layer(root, &mut hashed, opts, changes)?;
+    io::copy(&mut hashed, &mut io::sink()).context("read layer")?;
+    Ok((stats, hashed.finish().0))
+}
+
+fn add_stats(total: &mut UnpackStats, s: &UnpackStats) {
+    total.entries += s.entries;
+    total.bytes += s.bytes;
+    total.skipped_devices += s.skipped_devices;
+    total.skipped_owners += s.skipped_owners;
+    total.skipped_xattrs += s.skipped_xattrs;
+}
+
+fn report_skipped(out: &Output, s: &UnpackStats) {
+    if s.skipped_devices + s.skipped_owners + s.skipped_xattrs > 0 {
+        out.line(format!(
+            "Not running as root: skipped {} device nodes, {} ownership changes, {} extended attributes",
+            s.skipped_devices, s.skipped_owners, s.skipped_xattrs
+        ));
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,1 +1,389 @@
-//! The registry conversation as explicit states: ping, challenge, token, request; redirects and retries.
+//! The registry conversation as explicit states: ping `/v2/`, answer the 401
+//! challenge (Basic, or Bearer via a token from the realm), then requests with
+//! that authorization; redirects followed by hand (credentials never leave the
+//! registry's origin), transient failures retried with backoff.
+
+use crate::error::{Context, Error, Kind, Result};
+use crate::http::{Body, Client, Options, Request, Response, Url};
+use crate::reference::Reference;
+use crate::registry::auth::{self, Challenge};
+use crate::registry::credentials::Credentials;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Transport options every registry command takes.
+#[derive(Default, Clone, Debug)]
+pub struct TransportOptions {
+    /// Extra CA certificate files (`--ca-cert`).
+    pub ca_files: Vec<PathBuf>,
+    /// Registries to talk to over plain HTTP (`--insecure HOST[:PORT]`).
+    pub insecure: Vec<String>,
+}
+
+/// Where the authorization conversation stands.
+enum AuthState {
+    /// Not pinged yet.
+    Unknown,
+    /// `/v2/` answered without a challenge.
+    Anonymous,
+    /// Basic credentials on every request.
+    Basic { header: String },
+    /// Bearer tokens from `realm`, for the scopes granted so far.
+    Bearer { realm: String, service: Option<String>, scopes: Vec<String>, token: Option<String> },
+}
+
+/// One registry, spoken to on behalf of one set of repository scopes.
+pub struct Registry {
+    http: Client,
+    base: Url,
+    name: String,
+    creds: Option<Credentials>,
+    scopes: Vec<String>,
+    state: AuthState,
+}
+
+const MAX_REDIRECTS: usize = 5;
+const MAX_ATTEMPTS: u32 = 4;
+const MAX_ERROR_BODY: u64 = 64 << 10;
+const MAX_TOKEN_BODY: u64 = 1 << 20;
+
+impl Registry {
+    /// Prepares a conversation with `reference`'s registry; nothing is sent yet.
+    pub fn new(reference: &Reference, creds: Option<Credentials>, transport: &TransportOptions, scopes: Vec<String>) -> Result<Registry> {
+        Registry::for_host(reference.api_host(), creds, transport, scopes)
+    }
+
+    /// Like `new`, for a registry host (`registry-1.docker.io`, `127.0.0.1:5000`).
+    pub fn for_host(host: &str, creds: Option<Credentials>, transport: &TransportOptions, scopes: Vec<String>) -> Result<Registry> {
+        let scheme = if plain_http(host, &transport.insecure) { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{host}/"))?;
+        let opts = Options {
+            extra_ca_files: transport.ca_files.clone(),
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(120),
+        };
+        Ok(Registry { http: Client::new(opts)?, base, name: host.to_string(), creds, scopes, state: AuthState::Unknown })
+    }
+
+    /// The registry's host as the user should see it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pings `/v2/` and settles how to authenticate.
+    pub fn ping(&mut self) -> Result<()> {
+        let url = self.base.join("/v2/")?;
+        let resp = self.send_retrying("GET", &url, &[], &[], true).with_context(|| format!("contact registry {}", self.name))?;
+        match resp.status {
+            200..=299 => {
+                resp.discard()?;
+                self.state = AuthState::Anonymous;
+                Ok(())
+            }
+            401 => self.answer_challenge(resp),
+            404 => Err(Error::new(format!("{} does not speak the registry API v2 (GET /v2/ answered 404)", self.name))
+                .hint("check the registry host name")),
+            s => Err(self.status_error(resp, &format!("ping {}", self.name), s)),
+        }
+    }
+
+    /// Checks that the credentials are accepted: ping, token or Basic, then an
+    /// authorized `GET /v2/`.
+    pub fn check_login(&mut self) -> Result<()> {
+        if self.creds.is_none() {
+            return Err(self.needs_credentials());
+        }
+        self.ping()?;
+        if matches!(self.state, AuthState::Anonymous) {
+            return Ok(());
+        }
+        let resp = self.request("GET", "/v2/", &[], &[])?;
+        match resp.status {
+            200..=299 => resp.discard(),
+            s => Err(self.status_error(resp, "check credentials", s)),
+        }
+    }
+
+    /// Sets the auth state from a 401's `WWW-Authenticate`.
+    fn answer_challenge(&mut self, resp: Response) -> Result<()> {
+        let challenges: Vec<Challenge> = resp
+            .header_all("www-authenticate")
+            .filter_map(|h| auth::parse_www_authenticate(h).ok())
+            .flatten()
+            .collect();
+        resp.discard()?;
+        let bearer = challenges.iter().find_map(|c| match c {
+            Challenge::Bearer { realm, service, .. } => Some((realm.clone(), service.clone())),
+            _ => None,
+        });
+        if let Some((realm, service)) = bearer {
+            self.state = AuthState::Bearer { realm, service, scopes: Vec::new(), token: None };
+            return self.refresh_token(&[]);
+        }
+        if challenges.iter().any(|c| matches!(c, Challenge::Basic { .. })) {
+            let Some(c) = &self.creds else { return Err(self.needs_credentials()) };
+            self.state = AuthState::Basic { header: auth::basic_header(&c.user, &c.secret) };
+            return Ok(());
+        }
+        Err(Error::with_kind(Kind::Auth, format!("{} asks for an authentication scheme barge does not support", self.name)))
+    }
+
+    fn needs_credentials(&self) -> Error {
+        Error::with_kind(Kind::Auth, format!("{} requires credentials", self.name))
+            .hint("pass -u USER:PASS, or run `barge login` first")
+    }
+
+    /// Fetches a Bearer token covering our scopes plus `extra`.
+    fn refresh_token(&mut self, extra: &[String]) -> Result<()> {
+        let AuthState::Bearer { realm, service, scopes, .. } = &self.state else { return Ok(()) };
+        let mut want: Vec<String> = self.scopes.iter().chain(scopes.iter()).chain(extra.iter()).cloned().collect();
+        want.sort();
+        want.dedup();
+        let url = Url::parse(&auth::token_url(realm, service.as_deref(), &want))
+            .with_context(|| format!("token realm of {}", self.name))?;
+        let mut headers = Vec::new();
+        if let Some(c) = &self.creds {
+            headers.push(("Authorization".to_string(), auth::basic_header(&c.user, &c.secret)));
+        }
+        let mut resp = self.send_retrying("GET", &url, &headers, &[], false).with_context(|| format!("get a token from {}", url.origin()))?;
+        match resp.status {
+            200 => {}
+            401 | 403 if self.creds.is_some() => {
+                resp.discard()?;
+                return Err(Error::with_kind(Kind::Auth, format!("{} refused the credentials", self.name))
+                    .hint("check the user name and password (or run `barge login` again)"));
+            }
+            401 | 403 => {
+                resp.discard()?;
+                return Err(self.needs_credentials());
+            }
+            s => return Err(self.status_error(resp, "token request", s)),
+        }
+        let body = resp.read_limited(MAX_TOKEN_BODY).context("read token response")?;
+        let token = auth::parse_token_response(&body).context("token response")?;
+        if let AuthState::Bearer { scopes, token: slot, .. } = &mut self.state {
+            *scopes = want;
+            *slot = Some(token.value);
+        }
+        Ok(())
+    }
+
+    /// The Authorization header for a request to `url`, if it goes to the registry itself.
+    fn authorization(&self, url: &Url) -> Option<String> {
+        if url.origin() != self.base.origin() {
+            return None;
+        }
+        match &self.state {
+            AuthState::Basic { header } => Some(header.clone()),
+            AuthState::Bearer { token: Some(t), .. } => Some(format!("Bearer {t}")),
+            _ => None,
+        }
+    }
+
+    /// Sends a request to the registry with authorization; on a 401 with a
+    /// Bearer challenge (e.g. a scope not yet granted), gets a new token once.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
+        if matches!(self.state, AuthState::Unknown) {
+            self.ping()?;
+        }
+        let url = self.base.join(path)?;
+        let resp = self.send_authorized(method, &url, headers, body)?;
+        if resp.status != 401 {
+            return Ok(resp);
+        }
+        let extra = challenged_scopes(&resp);
+        resp.discard()?;
+        match self.state {
+            AuthState::Bearer { .. } => self.refresh_token(&extra)?,
+            AuthState::Anonymous => {
+                self.state = AuthState::Unknown;
+                self.ping()?;
+            }
+            _ if self.creds.is_some() => {
+                return Err(Error::with_kind(Kind::Auth, format!("{} refused the credentials", self.name))
+                    .hint("check the user name and password"))
+            }
+            _ => return Err(self.needs_credentials()),
+        }
+        let resp = self.send_authorized(method, &url, headers, body)?;
+        if resp.status == 401 {
+            resp.discard()?;
+            return Err(match self.creds {
+                Some(_) => Error::with_kind(Kind::Auth, format!("{} denied access with these credentials", self.name))
+                    .hint("check the user name, password and your rights on the repository"),
+                None => self.needs_credentials(),
+            });
+        }
+        Ok(resp)
+    }
+
+    fn send_authorized(&mut self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
+        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if let Some(a) = self.authorization(url) {
+            all.push(("Authorization".into(), a));
+        }
+        let follow = method == "GET" || method == "HEAD";
+        self.send_retrying(method, url, &all, body, follow)
+    }
+
+    /// One logical request: retries transient failures, follows redirects by hand
+    /// (Authorization dropped when the redirect leaves the registry's origin).
+    fn send_retrying(&mut self, method: &str, url: &Url, headers: &[(String, String)], body: &[u8], follow: bool) -> Result<Response> {
+        let home = url.origin();
+        let mut url = url.clone();
+        let mut hops = 0;
+        loop {
+            let resp = self.send_with_backoff(method, &url, headers_for(&url, &home, headers), body)?;
+            if !follow || !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(resp);
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(Error::new(format!("too many redirects from {}", self.name)));
+            }
+            let Some(location) = resp.header("location").map(str::to_string) else {
+                return Err(Error::new(format!("{} sent a redirect without a Location", self.name)));
+            };
+            resp.discard()?;
+            url = url.join(&location).context("redirect location")?;
+        }
+    }
+
+    fn send_with_backoff(&mut self, method: &str, url: &Url, headers: Vec<(String, String)>, body: &[u8]) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            crate::signal::check()?;
+            let req = Request { method, url, headers: headers.clone(), body: if body.is_empty() { Body::Empty } else { Body::Bytes(body) } };
+            let wait = match self.http.send(req) {
+                Ok(resp) if attempt < MAX_ATTEMPTS && retryable_status(resp.status) => {
+                    let wait = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
+                    resp.discard()?;
+                    wait
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.kind() == Kind::Transient && attempt < MAX_ATTEMPTS => backoff(attempt),
+                Err(e) => return Err(e),
+            };
+            sleep_interruptible(wait)?;
+        }
+    }
+
+    /// An error for an unexpected status, with the registry's own error text if it sent one.
+    pub fn status_error(&self, mut resp: Response, what: &str, status: u16) -> Error {
+        let body = resp.read_limited(MAX_ERROR_BODY).unwrap_or_default();
+        let detail = registry_error_text(&body).unwrap_or_else(|| resp.reason.clone());
+        let kind = match status {
+            404 => Kind::NotFound,
+            401 | 403 => Kind::Auth,
+            500..=599 | 429 => Kind::Transient,
+            _ => Kind::Other,
+        };
+        Error::with_kind(kind, format!("{what}: {} answered {status} {detail}", self.name))
+    }
+}
+
+/// Drops Authorization when a redirect leaves the origin the request was meant for.
+fn headers_for(url: &Url, home: &str, headers: &[(String, String)]) -> Vec<(String, String)> {
+    let same = url.origin() == home;
+    headers.iter().filter(|(k, _)| same || !k.eq_ignore_ascii_case("authorization")).cloned().collect()
+}
+
+/// Scopes named by a Bearer challenge in a 401 (e.g. `insufficient_scope`).
+fn challenged_scopes(resp: &Response) -> Vec<String> {
+    resp.header_all("www-authenticate")
+        .filter_map(|h| auth::parse_www_authenticate(h).ok())
+        .flatten()
+        .filter_map(|c| match c {
+            Challenge::Bearer { scope: Some(s), .. } => Some(s.split(' ').map(str::to_string).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The `message` fields of a registry's `{"errors":[…]}` body.
+pub fn registry_error_text(body: &[u8]) -> Option<String> {
+    let v = crate::json::parse(body, "error body").ok()?;
+    let errors: &Vec<tinyjson::JsonValue> = v.get::<std::collections::HashMap<String, tinyjson::JsonValue>>()?.get("errors")?.get()?;
+    let texts: Vec<String> = errors
+        .iter()
+        .filter_map(|e| {
+            let obj: &std::collections::HashMap<String, tinyjson::JsonValue> = e.get()?;
+            let code: Option<&String> = obj.get("code").and_then(|c| c.get());
+            let msg: Option<&String> = obj.get("message").and_then(|m| m.get());
+            match (code, msg) {
+                (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+                (Some(c), None) => Some(c.clone()),
+                (None, Some(m)) => Some(m.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
+}
+
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let secs: u64 = resp.header("retry-after")?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(30)))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.min(6))
+}
+
+fn sleep_interruptible(d: Duration) -> Result<()> {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        crate::signal::check()?;
+        std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));
+    }
+    Ok(())
+}
+
+/// Plain HTTP for loopback registries and those named with `--insecure`.
+pub fn plain_http(host: &str, insecure: &[String]) -> bool {
+    let bare = host_without_port(host);
+    if bare == "localhost" || bare == "::1" || bare.starts_with("127.") && bare.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    insecure.iter().any(|i| i == host || (!i.contains(':') || i.starts_with('[') && i.ends_with(']')) && i.trim_matches(['[', ']']) == bare)
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_insecure_hosts_use_plain_http() {
+        assert!(plain_http("127.0.0.1:5000", &[]));
+        assert!(plain_http("localhost:5000", &[]));
+        assert!(plain_http("[::1]:5000", &[]));
+        assert!(!plain_http("registry-1.docker.io", &[]));
+        assert!(!plain_http("127.example.com", &[]));
+        assert!(plain_http("reg.lan:5000", &["reg.lan:5000".into()]));
+        assert!(plain_http("reg.lan:5000", &["reg.lan".into()]));
+        assert!(!plain_http("reg.lan:5001", &["reg.lan:5000".into()]));
+    }
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(registry_error_text(body).as_deref(), Some("MANIFEST_UNKNOWN: manifest unknown"));
+        assert_eq!(registry_error_text(b"not json"), None);
+    }
+}

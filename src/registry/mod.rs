@@ -3,3 +3,5 @@
 pub mod auth;
 pub mod client;
 pub mod credentials;
+pub mod fetch;
+pub mod upload;
