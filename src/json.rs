@@ -391,7 +391,9 @@ mod tests {
 
     #[test]
     fn sorted_writer_is_canonical() {
-        let v = doc(r#"{ "b": [1, 2.5, -3, 0, 1e3], "a": {"z": null, "y": true, "x": false}, "c": "s" }"#);
+        let v = doc(
+            r#"{ "b": [1, 2.5, -3, 0, 1e3], "a": {"z": null, "y": true, "x": false}, "c": "s" }"#,
+        );
         assert_eq!(
             to_string_sorted(&v),
             r#"{"a":{"x":false,"y":true,"z":null},"b":[1,2.5,-3,0,1000],"c":"s"}"#
