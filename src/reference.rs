@@ -331,158 +331,43 @@ mod tests {
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    /// input, registry, repository, tag, has digest, display form.
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, bool, &'a str);
+
     #[test]
+    #[rustfmt::skip]
     fn valid_references_normalise() {
+        let with_digest = format!("debian@{D}");
         let d_only = format!("docker.io/library/debian@{D}");
         let tag_and_d = format!("127.0.0.1:5000/x/y:t@{D}");
-        let cases: Vec<(String, &str, &str, Option<&str>, bool, String)> = vec![
-            // input, registry, repository, tag, has digest, display
-            (
-                "debian".into(),
-                "docker.io",
-                "library/debian",
-                None,
-                false,
-                "docker.io/library/debian:latest".into(),
-            ),
-            (
-                "debian:bookworm".into(),
-                "docker.io",
-                "library/debian",
-                Some("bookworm"),
-                false,
-                "docker.io/library/debian:bookworm".into(),
-            ),
-            (
-                "user/repo:tag".into(),
-                "docker.io",
-                "user/repo",
-                Some("tag"),
-                false,
-                "docker.io/user/repo:tag".into(),
-            ),
-            (
-                "docker.io/debian".into(),
-                "docker.io",
-                "library/debian",
-                None,
-                false,
-                "docker.io/library/debian:latest".into(),
-            ),
-            (
-                "index.docker.io/library/busybox:1.36".into(),
-                "docker.io",
-                "library/busybox",
-                Some("1.36"),
-                false,
-                "docker.io/library/busybox:1.36".into(),
-            ),
-            (
-                "registry.hub.docker.com/busybox".into(),
-                "docker.io",
-                "library/busybox",
-                None,
-                false,
-                "docker.io/library/busybox:latest".into(),
-            ),
-            (
-                "localhost/foo".into(),
-                "localhost",
-                "foo",
-                None,
-                false,
-                "localhost/foo:latest".into(),
-            ),
-            (
-                "localhost:5000/foo/bar:v1".into(),
-                "localhost:5000",
-                "foo/bar",
-                Some("v1"),
-                false,
-                "localhost:5000/foo/bar:v1".into(),
-            ),
-            (
-                "Quay.IO/org/app".into(),
-                "quay.io",
-                "org/app",
-                None,
-                false,
-                "quay.io/org/app:latest".into(),
-            ),
-            (
-                "ghcr.io/a/b/c/d:x_y.z-1".into(),
-                "ghcr.io",
-                "a/b/c/d",
-                Some("x_y.z-1"),
-                false,
-                "ghcr.io/a/b/c/d:x_y.z-1".into(),
-            ),
-            (
-                format!("debian@{D}"),
-                "docker.io",
-                "library/debian",
-                None,
-                true,
-                d_only,
-            ),
-            (
-                tag_and_d.clone(),
-                "127.0.0.1:5000",
-                "x/y",
-                Some("t"),
-                true,
-                tag_and_d,
-            ),
-            (
-                "[::1]:5000/x:y".into(),
-                "[::1]:5000",
-                "x",
-                Some("y"),
-                false,
-                "[::1]:5000/x:y".into(),
-            ),
-            (
-                "[fe80::1]/x".into(),
-                "[fe80::1]",
-                "x",
-                None,
-                false,
-                "[fe80::1]/x:latest".into(),
-            ),
-            (
-                "x/a.b__c---d_e".into(),
-                "docker.io",
-                "x/a.b__c---d_e",
-                None,
-                false,
-                "docker.io/x/a.b__c---d_e:latest".into(),
-            ),
-            (
-                "my-registry.example.com:443/team/img:_t".into(),
-                "my-registry.example.com:443",
-                "team/img",
-                Some("_t"),
-                false,
-                "my-registry.example.com:443/team/img:_t".into(),
-            ),
-            (
-                "localhost:5000".into(),
-                "docker.io",
-                "library/localhost",
-                Some("5000"),
-                false,
-                "docker.io/library/localhost:5000".into(),
-            ),
+        let cases: &[Case] = &[
+            ("debian", "docker.io", "library/debian", None, false, "docker.io/library/debian:latest"),
+            ("debian:bookworm", "docker.io", "library/debian", Some("bookworm"), false, "docker.io/library/debian:bookworm"),
+            ("user/repo:tag", "docker.io", "user/repo", Some("tag"), false, "docker.io/user/repo:tag"),
+            ("docker.io/debian", "docker.io", "library/debian", None, false, "docker.io/library/debian:latest"),
+            ("index.docker.io/library/busybox:1.36", "docker.io", "library/busybox", Some("1.36"), false, "docker.io/library/busybox:1.36"),
+            ("registry.hub.docker.com/busybox", "docker.io", "library/busybox", None, false, "docker.io/library/busybox:latest"),
+            ("localhost/foo", "localhost", "foo", None, false, "localhost/foo:latest"),
+            ("localhost:5000/foo/bar:v1", "localhost:5000", "foo/bar", Some("v1"), false, "localhost:5000/foo/bar:v1"),
+            ("Quay.IO/org/app", "quay.io", "org/app", None, false, "quay.io/org/app:latest"),
+            ("ghcr.io/a/b/c/d:x_y.z-1", "ghcr.io", "a/b/c/d", Some("x_y.z-1"), false, "ghcr.io/a/b/c/d:x_y.z-1"),
+            (&with_digest, "docker.io", "library/debian", None, true, &d_only),
+            (&tag_and_d, "127.0.0.1:5000", "x/y", Some("t"), true, &tag_and_d),
+            ("[::1]:5000/x:y", "[::1]:5000", "x", Some("y"), false, "[::1]:5000/x:y"),
+            ("[fe80::1]/x", "[fe80::1]", "x", None, false, "[fe80::1]/x:latest"),
+            ("x/a.b__c---d_e", "docker.io", "x/a.b__c---d_e", None, false, "docker.io/x/a.b__c---d_e:latest"),
+            ("my-registry.example.com:443/team/img:_t", "my-registry.example.com:443", "team/img", Some("_t"), false, "my-registry.example.com:443/team/img:_t"),
+            ("localhost:5000", "docker.io", "library/localhost", Some("5000"), false, "docker.io/library/localhost:5000"),
         ];
-        for (input, reg, repo, tag, has_digest, display) in cases {
-            let r = Reference::parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+        for &(input, reg, repo, tag, has_digest, display) in cases {
+            let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(r.registry, reg, "{input}");
             assert_eq!(r.repository, repo, "{input}");
             assert_eq!(r.tag.as_deref(), tag, "{input}");
             assert_eq!(r.digest.is_some(), has_digest, "{input}");
             assert_eq!(r.to_string(), display, "{input}");
-            // The display form parses back to the same thing (modulo the implied tag).
-            let back = Reference::parse(&display).unwrap();
+            // The display form parses back to the same name.
+            let back = Reference::parse(display).unwrap();
             assert_eq!((back.registry, back.repository), (r.registry, r.repository));
         }
     }
