@@ -335,6 +335,21 @@ summarise() { # "step;step;..." (the skopeo+umoci total is the per-run sum of it
     }' "$TSV"
 }
 STEPS="barge pull;barge pull -g;skopeo copy + umoci unpack;skopeo copy;umoci unpack;curl | pigz -dc | tar -x;curl | gzip -dc | tar -x"
+# targets SUMMARY: issue 2's goals for barge pull, when it has a median: at most as slow as
+# curl | pigz | tar, at most a quarter of skopeo + umoci, peak RSS at most 16 MiB.
+targets() {
+  awk -F';' '
+    { med[$1] = $2; rss[$1] = $3 }
+    function verdict(ok) { return ok ? "met" : "NOT met" }
+    END {
+      b = "barge pull"; p = "curl | pigz -dc | tar -x"; s = "skopeo copy + umoci unpack"
+      if (med[b] == "") exit
+      if (med[p] != "") printf "Target: barge pull <= curl | pigz | tar (%.3f s <= %.3f s): %s.\n", med[b], med[p], verdict(med[b] <= med[p])
+      if (med[s] != "") printf "Target: barge pull <= skopeo + umoci / 4 (%.3f s <= %.3f s): %s.\n", med[b], med[s] / 4, verdict(med[b] <= med[s] / 4)
+      printf "Target: barge pull peak RSS <= 16 MiB (%.1f MiB): %s.\n", rss[b], verdict(rss[b] <= 16)
+    }' <<<"$1"
+}
+summary=$(summarise "$STEPS")
 MD=$OUT/results.md
 {
   echo "Image \`bench/debian:bookworm\`: ${#LAYERS[@]} layers (debootstrap minbase bookworm, additions, deletions),"
@@ -353,9 +368,10 @@ MD=$OUT/results.md
     else
       echo "| $shown | n/a | n/a |"
     fi
-  done < <(summarise "$STEPS")
+  done <<<"$summary"
   echo
   echo "Peak RSS is that of the largest single process (GNU time %M), not the sum over a pipeline."
+  targets "$summary"
   for k in "${!NA_REASON[@]}"; do echo "n/a: $k: ${NA_REASON[$k]}"; done
 } > "$MD"
 echo
