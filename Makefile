@@ -69,7 +69,7 @@ deps:
 	if (( $${#missing[@]} )); then \
 		echo "apt-get install $${missing[*]}"; \
 		apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}" </dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$${missing[@]}" </dev/null; \
 	else \
 		echo "deps: all Debian packages present"; \
 	fi
