@@ -1,0 +1,84 @@
+# Makefile for barge: static musl release build, install, tests, demo and bench.
+#
+#   make            static x86_64-unknown-linux-musl release binary (checked to be static)
+#   make install    copy it to $(PREFIX)/bin (PREFIX=/usr/local; DESTDIR honoured)
+#   make test       cargo fmt --check, cargo clippy -D warnings, cargo test (the README's test command)
+#   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
+#   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
+#   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
+#   make clean      cargo clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CARGO ?= cargo
+RUSTUP ?= rustup
+TARGET := x86_64-unknown-linux-musl
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+CARGO_TARGET_DIR ?= target
+BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/barge
+
+# ring's C/assembly parts need a musl C compiler for the musl target.
+export CC_x86_64_unknown_linux_musl ?= musl-gcc
+export BARGE ?= $(BIN)
+
+# Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
+DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
+	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs
+
+.PHONY: all build musl-target musl-gcc install test deps demo bench clean
+
+all: build
+
+build: musl-target musl-gcc
+	$(CARGO) build --release --target $(TARGET)
+	@if command -v readelf >/dev/null; then \
+		if readelf -d $(BIN) | grep -q '(NEEDED)' || readelf -l $(BIN) | grep -q 'INTERP'; then \
+			echo "error: $(BIN) is dynamically linked" >&2; readelf -d $(BIN) | grep NEEDED >&2; exit 1; \
+		fi; \
+	elif ldd $(BIN) 2>&1 | grep -q '=>'; then \
+		echo "error: $(BIN) is dynamically linked (ldd lists libraries)" >&2; exit 1; \
+	fi
+	@echo "built $(BIN): static, $$(stat -c %s $(BIN)) bytes"
+
+musl-target:
+	@if ! $(RUSTUP) target list --installed | grep -qx '$(TARGET)'; then \
+		echo "rustup target add $(TARGET)"; $(RUSTUP) target add $(TARGET); \
+	fi
+
+musl-gcc:
+	@command -v "$$CC_x86_64_unknown_linux_musl" >/dev/null || { \
+		echo "error: $$CC_x86_64_unknown_linux_musl not found: apt-get install musl-tools (or: make deps)" >&2; \
+		exit 1; }
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
+	@echo "installed $(DESTDIR)$(BINDIR)/barge"
+
+test:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test
+
+deps:
+	@missing=(); \
+	for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+		echo "apt-get install $${missing[*]}"; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$${missing[@]}" </dev/null; \
+	else \
+		echo "deps: all Debian packages present"; \
+	fi
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	bash scripts/bench.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# scripts/demo.sh (`make demo`): barge on a fresh Debian machine, end to end.
+# Installs what it needs (make deps), builds the static barge (make), starts a throwaway registry on
+# 127.0.0.1, builds a small busybox image with umoci and pushes it with skopeo, then pulls it with
+# barge into a directory, lists the tree and runs busybox from it with chroot.
+# Run as root. DEMO_KEEP=1 keeps the work directory (the registry is always stopped).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/registry.sh
+. "$ROOT/scripts/registry.sh"
+
+MAKE=${MAKE:-make}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+BARGE=${BARGE:-$target_dir/x86_64-unknown-linux-musl/release/barge}
+[[ $BARGE == /* ]] || BARGE=$ROOT/$BARGE
+
+# Print a command, then run it.
+run() { printf '\n$ %s\n' "$*"; "$@"; }
+step() { printf '\n=== %s\n' "$*"; }
+
+[[ $(id -u) == 0 ]] || { echo "demo.sh: run as root (it installs packages and uses chroot)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/barge-demo.XXXXXX)
+cleanup() {
+  registry_stop
+  if [[ ${DEMO_KEEP:-0} == 1 ]]; then
+    echo "kept $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "step 0: packages and the static barge binary"
+run "$MAKE" --no-print-directory deps
+run "$MAKE" --no-print-directory
+run "$BARGE" --version || true
+
+step "step 1: a throwaway registry on 127.0.0.1 and a small busybox image pushed to it"
+registry_start "$WORK/registry"
+echo "registry: http://$REGISTRY (storage $WORK/registry/storage, pid $REGISTRY_PID)"
+REF=$REGISTRY/demo/busybox:latest
+OCI=$WORK/oci
+BUNDLE=$WORK/bundle
+run umoci init --layout "$OCI"
+run umoci new --image "$OCI:latest"
+run umoci unpack --image "$OCI:latest" "$BUNDLE"
+R=$BUNDLE/rootfs
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp}
+chmod 1777 "$R/tmp"
+install -m 0755 /bin/busybox "$R/bin/busybox"
+# busybox makes its applet symlinks (-> /bin/busybox) in /bin, /sbin, /usr/bin and /usr/sbin.
+run chroot "$R" /bin/busybox --install -s
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$R/etc/passwd"
+printf 'root:x:0:\n' > "$R/etc/group"
+run umoci repack --image "$OCI:latest" "$BUNDLE"
+run umoci config --image "$OCI:latest" --config.entrypoint /bin/sh \
+  --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
+run skopeo copy -q --dest-tls-verify=false "oci:$OCI:latest" "docker://$REF"
+printf '\n$ skopeo inspect --tls-verify=false docker://%s | jq ...\n' "$REF"
+skopeo inspect --tls-verify=false "docker://$REF" | jq '{Digest, Layers, Os, Architecture}'
+
+step "step 2: barge pull into a plain directory"
+DIR=$WORK/rootfs
+if ! run "$BARGE" pull "$REF" -r "$DIR"; then
+  echo >&2
+  echo "demo.sh: FAILED at step 2: 'barge pull $REF -r $DIR' did not succeed (see the error above)" >&2
+  exit 1
+fi
+if [[ ! -x $DIR/bin/busybox ]]; then
+  echo "demo.sh: FAILED at step 2: barge pull exited 0 but $DIR/bin/busybox is missing" >&2
+  exit 1
+fi
+run ls -la "$DIR"
+ls -la "$DIR/bin" > "$WORK/bin.txt"
+printf '\n$ ls -la %s | head\n' "$DIR/bin"
+head -n 12 "$WORK/bin.txt"
+echo "... $(find "$DIR" | wc -l) paths in the tree"
+run chroot "$DIR" /bin/busybox echo "hello from a rootfs pulled by barge"
+
+# step 3/4: commit and push — added with barge commit/push
+#   (barge pull -g to record layers in git; change a file in $DIR; barge commit; barge push to
+#    $REGISTRY/demo/busybox:changed; pull it back into a second directory and diff the trees)
+
+step "done: pulled $REF with barge into $DIR (removed on exit unless DEMO_KEEP=1)"
