@@ -351,3 +351,199 @@ mod tests {
         );
     }
 }
+
+/// Shared test fixture: a "pulled" barge tree made from a directory on disk.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::layer::entry::Change;
+    use crate::store::Tree;
+    use std::path::Path;
+
+    pub fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("barge-t-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    pub fn write(root: &Path, p: &str, data: &str) {
+        let f = root.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, data).unwrap();
+    }
+
+    /// A small image tree with a nested `.git`, a symlink and a hardlink pair.
+    pub fn base_tree(root: &Path) {
+        write(root, "etc/passwd", "root:x:0:0\n");
+        write(root, "etc/hosts", "127.0.0.1 localhost\n");
+        write(root, "usr/bin/tool", "#!/bin/sh\necho hi\n");
+        std::fs::set_permissions(
+            root.join("usr/bin/tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        write(root, "usr/share/doc/a/readme", "doc a\n");
+        write(root, "usr/share/doc/b/readme", "doc b\n");
+        write(root, "usr/src/app/main.c", "int main(){}\n");
+        write(root, "usr/src/app/.git/HEAD", "ref: refs/heads/main\n");
+        write(root, "usr/src/app/.git/config", "[core]\n");
+        std::fs::create_dir_all(root.join("usr/src/app/.git/objects")).unwrap();
+        std::fs::create_dir_all(root.join("usr/src/app/.git/refs")).unwrap();
+        write(root, "var/lib/x/one", "shared\n");
+        std::fs::hard_link(root.join("var/lib/x/one"), root.join("var/lib/x/two")).unwrap();
+        std::os::unix::fs::symlink("passwd", root.join("etc/link")).unwrap();
+        std::fs::create_dir_all(root.join("tmp/empty")).unwrap();
+    }
+
+    /// Pulls `root` as it stands as a one-layer image: packs it, commits it to
+    /// git and creates the record, as `pull -g` does.
+    pub fn pull_like(root: &Path, oci: bool) -> LayerRecord {
+        let d = crate::layer::diff::diff(root, &Tree::default()).unwrap();
+        let changes: Vec<Change> = d.changes;
+        let blobs = root.join(".git/barge/blobs/sha256");
+        let mut history = History::init(root).unwrap();
+        let packed = pack(root, &changes, &blobs).unwrap();
+        let (mt, lt, ct) = if oci {
+            (OCI_MANIFEST, OCI_LAYER, "application/vnd.oci.image.config.v1+json")
+        } else {
+            (
+                DOCKER_MANIFEST,
+                DOCKER_LAYER,
+                "application/vnd.docker.container.image.v1+json",
+            )
+        };
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/bin"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}},"history":[{{"created_by":"ADD base"}}]}}"#,
+            packed.diff_id
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{mt}","config":{{"mediaType":"{ct}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{lt}","digest":"{}","size":{}}}]}}"#,
+            Digest::of_bytes(config.as_bytes()),
+            config.len(),
+            packed.digest,
+            packed.size
+        );
+        let chain = chain_id(None, &packed.diff_id);
+        let msg = LayerMessage {
+            title: "ADD base".into(),
+            trailers: vec![("Diff-ID".into(), packed.diff_id.to_string())],
+        };
+        history.commit_layer(0, &chain, &msg, &changes).unwrap();
+        history.finish().unwrap();
+        let layer = LayerRecord {
+            descriptor: Descriptor {
+                media_type: lt.into(),
+                digest: packed.digest,
+                size: packed.size,
+            },
+            diff_id: packed.diff_id,
+            changes,
+        };
+        Record::create(
+            root,
+            manifest.into_bytes(),
+            config.into_bytes(),
+            "localhost:5000/base:1",
+            vec![layer.clone()],
+        )
+        .unwrap();
+        layer
+    }
+
+    pub fn git(root: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod flow_tests {
+    use super::testutil::*;
+    use super::*;
+
+    fn opts(root: &std::path::Path, m: &str) -> CommitOptions {
+        CommitOptions {
+            root: root.to_path_buf(),
+            message: m.into(),
+        }
+    }
+
+    #[test]
+    fn seed_flow_pull_change_commit_twice() {
+        let root = tmpdir("flow");
+        base_tree(&root);
+        pull_like(&root, false);
+        // Clean git view right after the pull; the nested .git is not in it.
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        let files = git(&root, &["ls-files"]);
+        assert!(files.contains("usr/src/app/main.c"), "{files}");
+        assert!(!files.contains(".git/"), "{files}");
+
+        let e = run(opts(&root, "noop")).unwrap_err();
+        assert_eq!(e.to_string(), "nothing to commit");
+        assert!(run(opts(&root, "  ")).is_err());
+
+        write(&root, "etc/motd", "hello\n");
+        write(&root, "usr/src/app/.git/HEAD", "ref: refs/heads/other\n");
+        let s1 = run(opts(&root, "add motd")).unwrap();
+        assert!(s1.branch.starts_with("layer_1_"), "{}", s1.branch);
+        std::fs::remove_dir_all(root.join("usr/share/doc/b")).unwrap();
+        let s2 = run(opts(&root, "drop doc b")).unwrap();
+        assert!(s2.branch.starts_with("layer_2_"));
+        assert_eq!(s2.parent, s1.manifest_digest);
+        let branches = History::open(&root).unwrap().branches().unwrap();
+        assert_eq!(branches.len(), 3);
+        assert_eq!(branches[2], s2.branch);
+        assert_eq!(git(&root, &["symbolic-ref", "--short", "HEAD"]).trim(), s2.branch);
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        let log = git(&root, &["log", "--format=%B"]);
+        assert!(log.contains("drop doc b") && log.contains("Layer-Digest: sha256:"), "{log}");
+        // The record follows: the new config has three diff_ids and the history.
+        let rec = Record::load(&root).unwrap();
+        assert_eq!(rec.layers.len(), 3);
+        let cfg = String::from_utf8(rec.config.clone()).unwrap();
+        assert!(cfg.contains("\"comment\":\"drop doc b\""), "{cfg}");
+        assert!(cfg.contains(s2.diff_id.as_str()));
+        let man = String::from_utf8(rec.manifest.clone()).unwrap();
+        assert!(man.contains(DOCKER_LAYER) && man.contains(s2.layer_digest.as_str()));
+        assert_eq!(Digest::of_bytes(&rec.manifest), s2.manifest_digest);
+        assert!(blob_path(&root, &s2.layer_digest).is_file());
+        assert!(blob_path(&root, &s2.config_digest).is_file());
+        assert_eq!(rec.layers[2].changes.len(), 1);
+
+        // HEAD elsewhere: refused before anything changes.
+        git(&root, &["checkout", "-q", &branches[1]]);
+        write(&root, "etc/motd2", "x\n");
+        let e = run(opts(&root, "x")).unwrap_err();
+        assert!(e.to_string().contains("not on the top layer branch"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn same_tree_and_epoch_give_same_digests() {
+        let mut digests = Vec::new();
+        for i in 0..2 {
+            let root = tmpdir(&format!("det{i}"));
+            base_tree(&root);
+            pull_like(&root, true);
+            write(&root, "etc/new", "n\n");
+            // SAFETY of the env var: only this test reads SOURCE_DATE_EPOCH concurrently
+            // with itself; other tests do not depend on its value.
+            std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+            let s = run(opts(&root, "det")).unwrap();
+            digests.push((s.layer_digest, s.diff_id, s.config_digest));
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+        // Layer 0 mtimes differ between the two trees only if the clock ticked;
+        // the new layer holds one file whose mtime is clamped.
+        assert_eq!(digests[0].0, digests[1].0);
+        assert_eq!(digests[0].1, digests[1].1);
+    }
+}
