@@ -327,3 +327,154 @@ fn xattr_call(f: impl Fn(*mut u8, usize) -> isize) -> std::io::Result<Vec<u8>> {
     }
     Err(std::io::Error::other("xattrs keep changing"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::testutil::*;
+    use crate::store::Record;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Pulls the base tree, applies `change`, and returns the diff as short strings
+    /// (`+path` for Put, `-path` for Delete).
+    fn diff_after(name: &str, change: impl FnOnce(&Path)) -> (Vec<String>, Diff) {
+        let root = tmpdir(name);
+        base_tree(&root);
+        pull_like(&root, true);
+        change(&root);
+        let rec = Record::load(&root).unwrap();
+        let d = diff(&root, rec.tree()).unwrap();
+        let short = d
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Put(e) => format!("+{}", String::from_utf8_lossy(&e.path)),
+                Change::Delete(p) => format!("-{}", String::from_utf8_lossy(p)),
+                Change::Opaque(p) => format!("O{}", String::from_utf8_lossy(p)),
+            })
+            .collect();
+        std::fs::remove_dir_all(&root).unwrap();
+        (short, d)
+    }
+
+    fn put<'a>(d: &'a Diff, p: &str) -> &'a Entry {
+        d.changes
+            .iter()
+            .find_map(|c| match c {
+                Change::Put(e) if e.path == p.as_bytes() => Some(e),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn no_change_and_mtime_only_are_not_changes() {
+        let (c, d) = diff_after("noop", |_| {});
+        assert!(c.is_empty(), "{c:?}");
+        assert!(!d.stat_moved);
+        let (c, d) = diff_after("mtime", |r| {
+            let f = std::fs::File::options().write(true).open(r.join("etc/hosts")).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+                .unwrap();
+        });
+        assert!(c.is_empty(), "{c:?}");
+        assert!(d.stat_moved);
+        assert_eq!(d.tree.entries[&b"etc/hosts"[..]].entry.mtime, 1000);
+    }
+
+    #[test]
+    fn content_new_file_chmod_chown() {
+        let (c, _) = diff_after("new", |r| write(r, "etc/new", "x"));
+        assert_eq!(c, ["+etc/new"]);
+        let (c, d) = diff_after("content", |r| write(r, "etc/hosts", "changed!!!!!!!!!!!!!"));
+        assert_eq!(c, ["+etc/hosts"]);
+        assert_eq!(put(&d, "etc/hosts").content, Some(crate::digest::Digest::of_bytes(b"changed!!!!!!!!!!!!!")));
+        // Same size, same mtime second: still found by the hash.
+        let (c, _) = diff_after("samesize", |r| write(r, "etc/hosts", "127.0.0.2 localhost\n"));
+        assert_eq!(c, ["+etc/hosts"]);
+        let (c, d) = diff_after("chmod", |r| {
+            std::fs::set_permissions(r.join("etc/passwd"), std::fs::Permissions::from_mode(0o4600))
+                .unwrap()
+        });
+        assert_eq!(c, ["+etc/passwd"]);
+        assert_eq!(put(&d, "etc/passwd").mode, 0o4600);
+        let (c, d) = diff_after("chown", |r| {
+            std::os::unix::fs::lchown(r.join("etc/passwd"), Some(1234), Some(5678)).unwrap()
+        });
+        assert_eq!(c, ["+etc/passwd"]);
+        assert_eq!((put(&d, "etc/passwd").uid, put(&d, "etc/passwd").gid), (1234, 5678));
+    }
+
+    #[test]
+    fn dirs_deletions_and_type_changes() {
+        let (c, d) = diff_after("emptydir", |r| std::fs::create_dir(r.join("srv")).unwrap());
+        assert_eq!(c, ["+srv"]);
+        assert_eq!(put(&d, "srv").kind, EntryKind::Dir);
+        let (c, _) = diff_after("delfile", |r| std::fs::remove_file(r.join("etc/hosts")).unwrap());
+        assert_eq!(c, ["-etc/hosts"]);
+        let (c, _) = diff_after("deltree", |r| std::fs::remove_dir_all(r.join("usr/share")).unwrap());
+        assert_eq!(c, ["-usr/share"]);
+        let (c, d) = diff_after("dir2file", |r| {
+            std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
+            write(r, "usr/share/doc", "now a file");
+        });
+        assert_eq!(c, ["+usr/share/doc"]);
+        assert_eq!(put(&d, "usr/share/doc").kind, EntryKind::File);
+        let (c, d) = diff_after("file2link", |r| {
+            std::fs::remove_file(r.join("etc/hosts")).unwrap();
+            std::os::unix::fs::symlink("/elsewhere", r.join("etc/hosts")).unwrap();
+        });
+        assert_eq!(c, ["+etc/hosts"]);
+        assert_eq!(put(&d, "etc/hosts").link.as_deref(), Some(&b"/elsewhere"[..]));
+        let (c, _) = diff_after("relink", |r| {
+            std::fs::remove_file(r.join("etc/link")).unwrap();
+            std::os::unix::fs::symlink("hosts", r.join("etc/link")).unwrap();
+        });
+        assert_eq!(c, ["+etc/link"]);
+        // A directory emptied and refilled: per-entry deletions.
+        let (c, _) = diff_after("refill", |r| {
+            std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
+            write(r, "usr/share/doc/c", "c");
+        });
+        assert_eq!(c, ["-usr/share/doc/a", "-usr/share/doc/b", "+usr/share/doc/c"]);
+    }
+
+    #[test]
+    fn hardlinks_fifos_xattrs_nested_git() {
+        let (c, d) = diff_after("hardlink", |r| {
+            write(r, "opt/a", "same");
+            std::fs::hard_link(r.join("opt/a"), r.join("opt/b")).unwrap();
+        });
+        assert_eq!(c, ["+opt", "+opt/a", "+opt/b"]);
+        assert_eq!(put(&d, "opt/b").kind, EntryKind::Hardlink);
+        assert_eq!(put(&d, "opt/b").link.as_deref(), Some(&b"opt/a"[..]));
+        // A new link to a recorded file re-emits the whole group.
+        let (c, _) = diff_after("hardlink2", |r| {
+            std::fs::hard_link(r.join("var/lib/x/one"), r.join("var/lib/x/three")).unwrap();
+        });
+        assert_eq!(c, ["+var/lib/x/one", "+var/lib/x/three", "+var/lib/x/two"]);
+        // Removing one member of a group does not touch the other.
+        let (c, _) = diff_after("hardlink3", |r| std::fs::remove_file(r.join("var/lib/x/one")).unwrap());
+        assert_eq!(c, ["-var/lib/x/one"]);
+        let (c, d) = diff_after("fifo", |r| {
+            let p = std::ffi::CString::new(r.join("tmp/fifo").as_os_str().as_bytes()).unwrap();
+            // SAFETY: p is a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o640) }, 0);
+        });
+        assert_eq!(c, ["+tmp/fifo"]);
+        assert_eq!(put(&d, "tmp/fifo").kind, EntryKind::Fifo);
+        let (c, d) = diff_after("xattr", |r| {
+            let p = std::ffi::CString::new(r.join("etc/hosts").as_os_str().as_bytes()).unwrap();
+            let n = std::ffi::CString::new("user.barge").unwrap();
+            // SAFETY: valid C strings and buffer.
+            let rc = unsafe {
+                libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"v1".as_ptr() as *const libc::c_void, 2, 0)
+            };
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        });
+        assert_eq!(c, ["+etc/hosts"]);
+        assert_eq!(put(&d, "etc/hosts").xattrs, vec![("user.barge".to_string(), b"v1".to_vec())]);
+        let (c, _) = diff_after("nestedgit", |r| write(r, "usr/src/app/.git/HEAD", "ref: x\n"));
+        assert_eq!(c, ["+usr/src/app/.git/HEAD"]);
+    }
+}
