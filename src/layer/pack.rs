@@ -402,3 +402,114 @@ pub fn check_names(changes: &[Change]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::testutil::*;
+    use crate::layer::diff::diff;
+    use crate::store::Tree;
+
+    fn hostile_tree(root: &Path) -> Vec<Change> {
+        base_tree(root);
+        let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(90));
+        write(root, &long, "long name\n");
+        std::os::unix::fs::symlink("t".repeat(150), root.join("longlink")).unwrap();
+        write(root, "big ids", "x");
+        std::os::unix::fs::lchown(root.join("big ids"), Some(4_000_000), Some(3_000_000)).unwrap();
+        let p = std::ffi::CString::new(root.join("etc/hosts").as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new("user.k").unwrap();
+        // SAFETY: valid C strings and buffer.
+        unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"v\x01\0".as_ptr() as *const _, 3, 0) };
+        let mut changes = diff(root, &Tree::default()).unwrap().changes;
+        changes.push(Change::Delete(b"etc/gone".to_vec()));
+        changes.push(Change::Opaque(b"tmp/empty".to_vec()));
+        changes
+    }
+
+    #[test]
+    fn pack_is_deterministic_and_readable() {
+        let root = tmpdir("pack");
+        let changes = hostile_tree(&root);
+        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+        let out = root.join(".git/barge/blobs/sha256");
+        let a = pack(&root, &changes, &out).unwrap();
+        let mut rev = changes.clone();
+        rev.reverse();
+        let b = pack(&root, &rev, &out).unwrap();
+        assert_eq!(a, b);
+        let tar_bytes = write_tar(&root, &changes, Vec::new()).unwrap();
+        assert_eq!(Digest::of_bytes(&tar_bytes), a.diff_id);
+
+        // GNU tar reads the gzipped blob.
+        let listing = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(&a.path)
+            .output()
+            .unwrap();
+        assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(listing.contains(&"f".repeat(90)), "{listing}");
+        assert!(listing.contains("4000000/3000000"), "{listing}");
+        assert!(listing.contains("var/lib/x/two link to var/lib/x/one"), "{listing}");
+        assert!(listing.contains("etc/.wh.gone"), "{listing}");
+        assert!(listing.contains("tmp/empty/.wh..wh..opq"), "{listing}");
+        assert!(listing.contains("usr/src/app/.git/HEAD"), "{listing}");
+
+        // The tar crate agrees on names, kinds, owners, xattrs, content.
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        let mut names = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path_bytes().into_owned();
+            let h = e.header().clone();
+            assert!(h.mtime().unwrap() <= 1_700_000_000);
+            assert!(h.username_bytes().map_or(true, |u| u.is_empty()));
+            if name == b"etc/hosts" {
+                let x: Vec<_> = e
+                    .pax_extensions()
+                    .unwrap()
+                    .unwrap()
+                    .map(|x| x.unwrap().key().unwrap().to_string())
+                    .collect();
+                assert_eq!(x, ["SCHILY.xattr.user.k"]);
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                assert_eq!(s, "127.0.0.1 localhost\n");
+            }
+            if name == b"big ids" {
+                assert_eq!(e.header().uid().unwrap(), 4_000_000);
+            }
+            names.push(name);
+        }
+        let mut sorted = names.clone();
+        sorted.sort_by(|a, b| {
+            let t = |v: &Vec<u8>| v.strip_suffix(b"/").unwrap_or(v).to_vec();
+            t(a).cmp(&t(b))
+        });
+        assert_eq!(names, sorted);
+        assert!(names.iter().any(|n| n.len() > 200));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn crc32_and_gzip_roundtrip() {
+        assert_eq!(crc32_update(0, b"123456789"), 0xCBF4_3926);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut gz = GzipWriter::new(Vec::new());
+        for chunk in data.chunks(1000) {
+            gz.write_all(chunk).unwrap();
+        }
+        let out = gz.finish().unwrap();
+        let mut child = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&out).unwrap();
+        let res = child.wait_with_output().unwrap();
+        assert!(res.status.success());
+        assert_eq!(res.stdout, data);
+    }
+}
