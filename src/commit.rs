@@ -65,7 +65,10 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         return Err(Error::new(format!(
             "commit: HEAD is on {head}, not on the top layer branch {top}"
         ))
-        .hint(format!("run `git checkout {top}` in {} first", root.display())));
+        .hint(format!(
+            "run `git checkout {top}` in {} first",
+            root.display()
+        )));
     }
     let manifest = parse_object(&record.manifest, "manifest")?;
     let config = parse_object(&record.config, "config")?;
@@ -185,7 +188,10 @@ fn next_config(
     };
     let mut h = HashMap::new();
     h.insert("created".to_string(), JsonValue::String(created.into()));
-    h.insert("created_by".to_string(), JsonValue::String("barge commit".into()));
+    h.insert(
+        "created_by".to_string(),
+        JsonValue::String("barge commit".into()),
+    );
     h.insert("comment".to_string(), JsonValue::String(message.into()));
     hist.push(JsonValue::Object(h));
     Ok(JsonValue::Object(config))
@@ -193,7 +199,10 @@ fn next_config(
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> JsonValue {
     let mut d = HashMap::new();
-    d.insert("mediaType".to_string(), JsonValue::String(media_type.into()));
+    d.insert(
+        "mediaType".to_string(),
+        JsonValue::String(media_type.into()),
+    );
     d.insert("digest".to_string(), JsonValue::String(digest.to_string()));
     d.insert("size".to_string(), JsonValue::Number(size as f64));
     JsonValue::Object(d)
@@ -405,7 +414,11 @@ pub(crate) mod testutil {
         let mut history = History::init(root).unwrap();
         let packed = pack(root, &changes, &blobs).unwrap();
         let (mt, lt, ct) = if oci {
-            (OCI_MANIFEST, OCI_LAYER, "application/vnd.oci.image.config.v1+json")
+            (
+                OCI_MANIFEST,
+                OCI_LAYER,
+                "application/vnd.oci.image.config.v1+json",
+            )
         } else {
             (
                 DOCKER_MANIFEST,
@@ -458,7 +471,11 @@ pub(crate) mod testutil {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -501,10 +518,16 @@ mod flow_tests {
         let branches = History::open(&root).unwrap().branches().unwrap();
         assert_eq!(branches.len(), 3);
         assert_eq!(branches[2], s2.branch);
-        assert_eq!(git(&root, &["symbolic-ref", "--short", "HEAD"]).trim(), s2.branch);
+        assert_eq!(
+            git(&root, &["symbolic-ref", "--short", "HEAD"]).trim(),
+            s2.branch
+        );
         assert_eq!(git(&root, &["status", "--porcelain"]), "");
         let log = git(&root, &["log", "--format=%B"]);
-        assert!(log.contains("drop doc b") && log.contains("Layer-Digest: sha256:"), "{log}");
+        assert!(
+            log.contains("drop doc b") && log.contains("Layer-Digest: sha256:"),
+            "{log}"
+        );
         // The record follows: the new config has three diff_ids and the history.
         let rec = Record::load(&root).unwrap();
         assert_eq!(rec.layers.len(), 3);

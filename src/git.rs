@@ -133,8 +133,10 @@ impl History {
     /// Opens the repository at `root` created by [`History::init`].
     pub fn open(root: &Path) -> Result<History> {
         if !root.join(".git").is_dir() {
-            return Err(Error::new(format!("{}: not a git repository", root.display()))
-                .hint("pull it with -g first"));
+            return Err(
+                Error::new(format!("{}: not a git repository", root.display()))
+                    .hint("pull it with -g first"),
+            );
         }
         let head = git_output(root, &["rev-parse", "--verify", "-q", "HEAD"], None)
             .context("git rev-parse HEAD")?;
@@ -230,7 +232,10 @@ impl History {
     /// (keeping stat data of entries that did not change, when a HEAD existed).
     pub fn finish(&mut self) -> Result<()> {
         if let Some(mut imp) = self.importer.take() {
-            let r = imp.input.write_all(b"done\n").and_then(|_| imp.input.flush());
+            let r = imp
+                .input
+                .write_all(b"done\n")
+                .and_then(|_| imp.input.flush());
             drop(imp.input);
             let out = imp.child.wait_with_output();
             let out = out.context("git fast-import")?;
@@ -248,9 +253,7 @@ impl History {
         git_output(&self.root, &["symbolic-ref", "HEAD", &full], None)
             .context("git symbolic-ref HEAD")?;
         let merged = match &self.base {
-            Some(base) => {
-                git_output(&self.root, &["read-tree", "-m", base, &full], None).is_ok()
-            }
+            Some(base) => git_output(&self.root, &["read-tree", "-m", base, &full], None).is_ok(),
             None => false,
         };
         if !merged {
@@ -455,7 +458,11 @@ fn write_op(w: &mut impl Write, root: &Path, op: &Op) -> std::io::Result<()> {
             let full = root.join(OsStr::from_bytes(p));
             let mut f = std::fs::File::open(&full)?;
             let len = f.metadata()?.len();
-            w.write_all(if *exec { b"M 100755 inline " } else { b"M 100644 inline " })?;
+            w.write_all(if *exec {
+                b"M 100755 inline "
+            } else {
+                b"M 100644 inline "
+            })?;
             w.write_all(&quote(p))?;
             write!(w, "\ndata {len}\n")?;
             let n = std::io::copy(&mut (&mut f).take(len), w)?;
@@ -618,7 +625,12 @@ fn git_command(root: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C").arg(root).env("GIT_TERMINAL_PROMPT", "0");
     // Environment from an enclosing git invocation (e.g. a hook) must not redirect us.
-    for v in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"] {
+    for v in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+    ] {
         c.env_remove(v);
     }
     c
@@ -661,4 +673,136 @@ fn git_output(root: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
         );
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::testutil::{git, tmpdir, write};
+    use crate::layer::entry::{Entry, EntryKind};
+
+    fn put(path: &[u8]) -> Change {
+        Change::Put(Entry {
+            path: path.to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            link: None,
+            rdev: None,
+            xattrs: vec![],
+            content: None,
+        })
+    }
+
+    fn msg(t: &str) -> LayerMessage {
+        LayerMessage {
+            title: t.into(),
+            trailers: vec![("Size".into(), "1".into())],
+        }
+    }
+
+    #[test]
+    fn chain_id_matches_hand_computed_value() {
+        let empty = Digest::of_bytes(b"");
+        let a = Digest::of_bytes(b"a");
+        assert_eq!(chain_id(None, &a), a);
+        // printf 'sha256:e3b0… sha256:ca97…' | sha256sum
+        assert_eq!(
+            chain_id(Some(&empty), &a).as_str(),
+            "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc"
+        );
+        let b = branch_name(11, &a);
+        assert_eq!(branch_index(&b), Some(11));
+        assert_eq!(branch_index("layer_1_abc"), None);
+        assert_eq!(branch_index("main"), None);
+    }
+
+    #[test]
+    fn visibility_rules() {
+        assert!(git_visible(b"usr/src/app/main.c", false));
+        assert!(!git_visible(b"usr/src/app/.git/HEAD", false));
+        assert!(!git_visible(b"a/.GIT", false));
+        assert!(git_visible(b"a/.gitignore", false));
+        assert!(git_visible(b"a/.gitmodules", false));
+        assert!(!git_visible(b"a/.gitmodules", true));
+    }
+
+    #[test]
+    fn layers_with_hostile_names_deletions_and_empty_commits() {
+        let root = tmpdir("git");
+        let names: Vec<&[u8]> = vec![
+            b"plain",
+            b"with space",
+            b"new\nline",
+            b"quote\"back\\slash",
+            b"\xff\xfe latin",
+            b"git~1",
+            b".gitignore",
+            b"d/x",
+            b"d/y",
+        ];
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        for n in &names {
+            std::fs::write(root.join(OsStr::from_bytes(n)), n).unwrap();
+        }
+        // An ignore file in the image must not hide files from git's view.
+        std::fs::write(root.join(".gitignore"), "*\n").unwrap();
+        write(&root, "app/.git/HEAD", "ref: refs/heads/main\n");
+        write(&root, "app/.git/config", "");
+        std::fs::create_dir_all(root.join("app/.git/objects")).unwrap();
+        std::fs::create_dir_all(root.join("app/.git/refs")).unwrap();
+        write(&root, "app/src.c", "int x;\n");
+        let mut changes: Vec<Change> = names.iter().map(|n| put(n)).collect();
+        changes.push(put(b"app/.git/HEAD"));
+        changes.push(put(b"app/src.c"));
+        let mut h = History::init(&root).unwrap();
+        let mut chain = None;
+        let mut branches = Vec::new();
+        for i in 0..12 {
+            let diff = Digest::of_bytes(format!("layer{i}").as_bytes());
+            let c = chain_id(chain.as_ref(), &diff);
+            let ch: Vec<Change> = match i {
+                0 => changes.clone(),
+                1 => {
+                    std::fs::remove_dir_all(root.join("d")).unwrap();
+                    write(&root, "d", "now a file");
+                    vec![put(b"d")]
+                }
+                2 => {
+                    std::fs::remove_file(root.join("plain")).unwrap();
+                    vec![Change::Delete(b"plain".to_vec())]
+                }
+                _ => vec![], // chmod-only or empty-dir layers: nothing for git
+            };
+            branches.push(
+                h.commit_layer(i, &c, &msg(&format!("layer {i}")), &ch)
+                    .unwrap(),
+            );
+            chain = Some(c);
+        }
+        h.finish().unwrap();
+        let h = History::open(&root).unwrap();
+        assert_eq!(h.branches().unwrap(), branches);
+        assert_eq!(h.current_branch().unwrap(), branches[11]);
+        let files = git(&root, &["ls-files", "-z"]);
+        let mut files: Vec<&str> = files.split('\0').filter(|s| !s.is_empty()).collect();
+        files.sort();
+        assert_eq!(files.len(), 8, "{files:?}");
+        assert!(files.contains(&"d") && files.contains(&"app/src.c") && !files.contains(&"plain"));
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        let log = git(
+            &root,
+            &[
+                "log",
+                "--format=%s|%(trailers:key=Size,valueonly)",
+                &branches[2],
+            ],
+        );
+        assert!(log.starts_with("layer 2|1"), "{log}");
+        assert_eq!(git(&root, &["rev-list", "--count", "HEAD"]).trim(), "12");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -206,7 +206,13 @@ impl Record {
 
     /// Appends a layer barge made, with the new manifest, config and tree; call
     /// [`Record::save`] to write it.
-    pub fn add_layer(&mut self, layer: LayerRecord, manifest: Vec<u8>, config: Vec<u8>, tree: Tree) {
+    pub fn add_layer(
+        &mut self,
+        layer: LayerRecord,
+        manifest: Vec<u8>,
+        config: Vec<u8>,
+        tree: Tree,
+    ) {
         self.layers.push(layer);
         self.manifest = manifest;
         self.config = config;
@@ -318,8 +324,13 @@ impl Tree {
                             e.content = t.entry.content.clone();
                         }
                     }
-                    self.entries
-                        .insert(e.path.clone(), TreeEntry { entry: e, stat: None });
+                    self.entries.insert(
+                        e.path.clone(),
+                        TreeEntry {
+                            entry: e,
+                            stat: None,
+                        },
+                    );
                 }
                 Change::Delete(p) => {
                     self.entries.remove(p);
@@ -434,7 +445,10 @@ pub fn unescape(s: &[u8]) -> Result<Vec<u8>> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             let Some(v) = hex else {
-                bail!("corrupt record: bad escape in {:?}", String::from_utf8_lossy(s));
+                bail!(
+                    "corrupt record: bad escape in {:?}",
+                    String::from_utf8_lossy(s)
+                );
             };
             out.push(v);
             i += 3;
@@ -461,7 +475,12 @@ fn num<T: std::str::FromStr>(s: &[u8]) -> Result<T> {
     std::str::from_utf8(s)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::new(format!("corrupt record: bad number {:?}", String::from_utf8_lossy(s))))
+        .ok_or_else(|| {
+            Error::new(format!(
+                "corrupt record: bad number {:?}",
+                String::from_utf8_lossy(s)
+            ))
+        })
 }
 
 fn digest(s: &[u8]) -> Result<Digest> {
@@ -503,8 +522,14 @@ fn char_kind(s: &[u8]) -> Result<EntryKind> {
 
 /// The entry's fields (all but the path), space-separated.
 fn entry_fields(e: &Entry) -> String {
-    let content = e.content.as_ref().map_or("-".to_string(), |d| d.hex().to_string());
-    let link = e.link.as_ref().map_or("-".to_string(), |l| format!("={}", esc(l)));
+    let content = e
+        .content
+        .as_ref()
+        .map_or("-".to_string(), |d| d.hex().to_string());
+    let link = e
+        .link
+        .as_ref()
+        .map_or("-".to_string(), |l| format!("={}", esc(l)));
     let rdev = e.rdev.map_or("-".to_string(), |(a, b)| format!("{a},{b}"));
     let xattrs = if e.xattrs.is_empty() {
         "-".to_string()
@@ -559,7 +584,10 @@ fn parse_entry(f: &[&[u8]], path: ImagePath) -> Result<Entry> {
             let (Some(k), Some(v)) = (it.next(), it.next()) else {
                 bail!("corrupt record: bad xattr");
             };
-            xs.push((String::from_utf8_lossy(&unescape(k)?).into_owned(), unescape(v)?));
+            xs.push((
+                String::from_utf8_lossy(&unescape(k)?).into_owned(),
+                unescape(v)?,
+            ));
         }
     }
     Ok(Entry {
@@ -602,7 +630,11 @@ fn read_lines(path: &Path, header: &str) -> Result<Vec<u8>> {
 fn read_layer(path: &Path) -> Result<Vec<Change>> {
     let text = read_lines(path, LAYER_HEADER)?;
     let mut out = Vec::new();
-    for line in text.split(|&b| b == b'\n').skip(1).filter(|l| !l.is_empty()) {
+    for line in text
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter(|l| !l.is_empty())
+    {
         let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         let c = match f.as_slice() {
             [b"D", p] => Change::Delete(unesc_path(p)?),
@@ -626,7 +658,11 @@ fn tree_text(tree: &Tree) -> Vec<u8> {
                 s.ino, s.size, s.mtime_ns, s.ctime_ns, s.mode, s.uid, s.gid
             )
         });
-        t.push_str(&format!("{} {st} {}\n", entry_fields(&te.entry), esc_path(p)));
+        t.push_str(&format!(
+            "{} {st} {}\n",
+            entry_fields(&te.entry),
+            esc_path(p)
+        ));
     }
     t.into_bytes()
 }
@@ -634,7 +670,11 @@ fn tree_text(tree: &Tree) -> Vec<u8> {
 fn read_tree(path: &Path) -> Result<Tree> {
     let text = read_lines(path, TREE_HEADER)?;
     let mut tree = Tree::default();
-    for line in text.split(|&b| b == b'\n').skip(1).filter(|l| !l.is_empty()) {
+    for line in text
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter(|l| !l.is_empty())
+    {
         let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         let [fields @ .., st, p] = f.as_slice() else {
             bail!("{}: corrupt record line", path.display());
@@ -706,7 +746,14 @@ mod tests {
         let root = tmpdir("record");
         std::fs::create_dir_all(root.join(".git")).unwrap();
         let names: Vec<&[u8]> = vec![
-            b"a b", b"tab\there", b"new\nline", b"pct%20", b"\xff\xfe", b"-", b"=x;y,z", b"/",
+            b"a b",
+            b"tab\there",
+            b"new\nline",
+            b"pct%20",
+            b"\xff\xfe",
+            b"-",
+            b"=x;y,z",
+            b"/",
         ];
         let mut changes = vec![Change::Put(entry(b"", EntryKind::Dir))];
         for n in &names {

@@ -70,7 +70,11 @@ pub fn diff(root: &Path, old: &Tree) -> Result<Diff> {
     add_hardlink_groups(&tree, old, &mut changed);
 
     let mut changes = Vec::new();
-    for (p, _) in old.entries.iter().filter(|(p, _)| !tree.entries.contains_key(*p)) {
+    for (p, _) in old
+        .entries
+        .iter()
+        .filter(|(p, _)| !tree.entries.contains_key(*p))
+    {
         let parent_is_dir = tree
             .entries
             .get(parent(p))
@@ -222,7 +226,8 @@ fn current_entry(
             };
         }
         EntryKind::Symlink => {
-            let t = std::fs::read_link(&full).with_context(|| format!("readlink {}", full.display()))?;
+            let t = std::fs::read_link(&full)
+                .with_context(|| format!("readlink {}", full.display()))?;
             e.link = Some(t.into_os_string().as_bytes().to_vec());
         }
         EntryKind::CharDevice | EntryKind::BlockDevice => e.rdev = Some(dev_numbers(m.rdev())),
@@ -373,7 +378,10 @@ mod tests {
         assert!(c.is_empty(), "{c:?}");
         assert!(!d.stat_moved);
         let (c, d) = diff_after("mtime", |r| {
-            let f = std::fs::File::options().write(true).open(r.join("etc/hosts")).unwrap();
+            let f = std::fs::File::options()
+                .write(true)
+                .open(r.join("etc/hosts"))
+                .unwrap();
             f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
                 .unwrap();
         });
@@ -388,13 +396,21 @@ mod tests {
         assert_eq!(c, ["+etc/new"]);
         let (c, d) = diff_after("content", |r| write(r, "etc/hosts", "changed!!!!!!!!!!!!!"));
         assert_eq!(c, ["+etc/hosts"]);
-        assert_eq!(put(&d, "etc/hosts").content, Some(crate::digest::Digest::of_bytes(b"changed!!!!!!!!!!!!!")));
+        assert_eq!(
+            put(&d, "etc/hosts").content,
+            Some(crate::digest::Digest::of_bytes(b"changed!!!!!!!!!!!!!"))
+        );
         // Same size, same mtime second: still found by the hash.
-        let (c, _) = diff_after("samesize", |r| write(r, "etc/hosts", "127.0.0.2 localhost\n"));
+        let (c, _) = diff_after("samesize", |r| {
+            write(r, "etc/hosts", "127.0.0.2 localhost\n")
+        });
         assert_eq!(c, ["+etc/hosts"]);
         let (c, d) = diff_after("chmod", |r| {
-            std::fs::set_permissions(r.join("etc/passwd"), std::fs::Permissions::from_mode(0o4600))
-                .unwrap()
+            std::fs::set_permissions(
+                r.join("etc/passwd"),
+                std::fs::Permissions::from_mode(0o4600),
+            )
+            .unwrap()
         });
         assert_eq!(c, ["+etc/passwd"]);
         assert_eq!(put(&d, "etc/passwd").mode, 0o4600);
@@ -402,7 +418,10 @@ mod tests {
             std::os::unix::fs::lchown(r.join("etc/passwd"), Some(1234), Some(5678)).unwrap()
         });
         assert_eq!(c, ["+etc/passwd"]);
-        assert_eq!((put(&d, "etc/passwd").uid, put(&d, "etc/passwd").gid), (1234, 5678));
+        assert_eq!(
+            (put(&d, "etc/passwd").uid, put(&d, "etc/passwd").gid),
+            (1234, 5678)
+        );
     }
 
     #[test]
@@ -410,9 +429,13 @@ mod tests {
         let (c, d) = diff_after("emptydir", |r| std::fs::create_dir(r.join("srv")).unwrap());
         assert_eq!(c, ["+srv"]);
         assert_eq!(put(&d, "srv").kind, EntryKind::Dir);
-        let (c, _) = diff_after("delfile", |r| std::fs::remove_file(r.join("etc/hosts")).unwrap());
+        let (c, _) = diff_after("delfile", |r| {
+            std::fs::remove_file(r.join("etc/hosts")).unwrap()
+        });
         assert_eq!(c, ["-etc/hosts"]);
-        let (c, _) = diff_after("deltree", |r| std::fs::remove_dir_all(r.join("usr/share")).unwrap());
+        let (c, _) = diff_after("deltree", |r| {
+            std::fs::remove_dir_all(r.join("usr/share")).unwrap()
+        });
         assert_eq!(c, ["-usr/share"]);
         let (c, d) = diff_after("dir2file", |r| {
             std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
@@ -425,7 +448,10 @@ mod tests {
             std::os::unix::fs::symlink("/elsewhere", r.join("etc/hosts")).unwrap();
         });
         assert_eq!(c, ["+etc/hosts"]);
-        assert_eq!(put(&d, "etc/hosts").link.as_deref(), Some(&b"/elsewhere"[..]));
+        assert_eq!(
+            put(&d, "etc/hosts").link.as_deref(),
+            Some(&b"/elsewhere"[..])
+        );
         let (c, _) = diff_after("relink", |r| {
             std::fs::remove_file(r.join("etc/link")).unwrap();
             std::os::unix::fs::symlink("hosts", r.join("etc/link")).unwrap();
@@ -436,7 +462,10 @@ mod tests {
             std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
             write(r, "usr/share/doc/c", "c");
         });
-        assert_eq!(c, ["-usr/share/doc/a", "-usr/share/doc/b", "+usr/share/doc/c"]);
+        assert_eq!(
+            c,
+            ["-usr/share/doc/a", "-usr/share/doc/b", "+usr/share/doc/c"]
+        );
     }
 
     #[test]
@@ -454,7 +483,9 @@ mod tests {
         });
         assert_eq!(c, ["+var/lib/x/one", "+var/lib/x/three", "+var/lib/x/two"]);
         // Removing one member of a group does not touch the other.
-        let (c, _) = diff_after("hardlink3", |r| std::fs::remove_file(r.join("var/lib/x/one")).unwrap());
+        let (c, _) = diff_after("hardlink3", |r| {
+            std::fs::remove_file(r.join("var/lib/x/one")).unwrap()
+        });
         assert_eq!(c, ["-var/lib/x/one"]);
         let (c, d) = diff_after("fifo", |r| {
             let p = std::ffi::CString::new(r.join("tmp/fifo").as_os_str().as_bytes()).unwrap();
@@ -468,13 +499,24 @@ mod tests {
             let n = std::ffi::CString::new("user.barge").unwrap();
             // SAFETY: valid C strings and buffer.
             let rc = unsafe {
-                libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"v1".as_ptr() as *const libc::c_void, 2, 0)
+                libc::lsetxattr(
+                    p.as_ptr(),
+                    n.as_ptr(),
+                    b"v1".as_ptr() as *const libc::c_void,
+                    2,
+                    0,
+                )
             };
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
         });
         assert_eq!(c, ["+etc/hosts"]);
-        assert_eq!(put(&d, "etc/hosts").xattrs, vec![("user.barge".to_string(), b"v1".to_vec())]);
-        let (c, _) = diff_after("nestedgit", |r| write(r, "usr/src/app/.git/HEAD", "ref: x\n"));
+        assert_eq!(
+            put(&d, "etc/hosts").xattrs,
+            vec![("user.barge".to_string(), b"v1".to_vec())]
+        );
+        let (c, _) = diff_after("nestedgit", |r| {
+            write(r, "usr/src/app/.git/HEAD", "ref: x\n")
+        });
         assert_eq!(c, ["+usr/src/app/.git/HEAD"]);
     }
 }

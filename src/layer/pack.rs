@@ -151,7 +151,8 @@ fn copy_content<W: Write>(root: &Path, e: &Entry, w: &mut W) -> Result<()> {
     let full = root.join(OsStr::from_bytes(&e.path));
     let f = std::fs::File::open(&full).with_context(|| format!("read {}", full.display()))?;
     let mut hw = HashWriter::new(&mut *w);
-    let n = io::copy(&mut f.take(e.size), &mut hw).with_context(|| format!("read {}", full.display()))?;
+    let n = io::copy(&mut f.take(e.size), &mut hw)
+        .with_context(|| format!("read {}", full.display()))?;
     let (d, _, _) = hw.finish();
     if n != e.size || e.content.as_ref().is_some_and(|c| *c != d) {
         return Err(Error::new(format!(
@@ -330,9 +331,7 @@ impl<W: Write> GzipWriter<W> {
             input = &input[used..];
             match status {
                 TDEFLStatus::Done => return Ok(()),
-                TDEFLStatus::Okay if flush == TDEFLFlush::None && input.is_empty() => {
-                    return Ok(())
-                }
+                TDEFLStatus::Okay if flush == TDEFLFlush::None && input.is_empty() => return Ok(()),
                 TDEFLStatus::Okay => {}
                 _ => return Err(io::Error::other("deflate failed")),
             }
@@ -373,7 +372,11 @@ pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -420,7 +423,15 @@ mod tests {
         let p = std::ffi::CString::new(root.join("etc/hosts").as_os_str().as_bytes()).unwrap();
         let n = std::ffi::CString::new("user.k").unwrap();
         // SAFETY: valid C strings and buffer.
-        unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"v\x01\0".as_ptr() as *const _, 3, 0) };
+        unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                b"v\x01z".as_ptr() as *const _,
+                3,
+                0,
+            )
+        };
         let mut changes = diff(root, &Tree::default()).unwrap().changes;
         changes.push(Change::Delete(b"etc/gone".to_vec()));
         changes.push(Change::Opaque(b"tmp/empty".to_vec()));
@@ -447,11 +458,18 @@ mod tests {
             .arg(&a.path)
             .output()
             .unwrap();
-        assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+        assert!(
+            listing.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listing.stderr)
+        );
         let listing = String::from_utf8_lossy(&listing.stdout);
         assert!(listing.contains(&"f".repeat(90)), "{listing}");
         assert!(listing.contains("4000000/3000000"), "{listing}");
-        assert!(listing.contains("var/lib/x/two link to var/lib/x/one"), "{listing}");
+        assert!(
+            listing.contains("var/lib/x/two link to var/lib/x/one"),
+            "{listing}"
+        );
         assert!(listing.contains("etc/.wh.gone"), "{listing}");
         assert!(listing.contains("tmp/empty/.wh..wh..opq"), "{listing}");
         assert!(listing.contains("usr/src/app/.git/HEAD"), "{listing}");
