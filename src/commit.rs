@@ -570,3 +570,114 @@ mod flow_tests {
         assert_eq!(digests[0].1, digests[1].1);
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::testutil::*;
+    use super::*;
+    use crate::store::Tree;
+    use std::time::Instant;
+
+    /// `BARGE_BENCH_TREE=/some/tree cargo test bench -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_git_and_commit() {
+        let Ok(src) = std::env::var("BARGE_BENCH_TREE") else {
+            return;
+        };
+        let root = tmpdir("bench");
+        let st = std::process::Command::new("cp")
+            .args(["-a", &format!("{src}/."), root.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let t = Instant::now();
+        let changes = crate::layer::diff::diff(&root, &Tree::default())
+            .unwrap()
+            .changes;
+        eprintln!(
+            "walk+hash all ({} entries): {:?}",
+            changes.len(),
+            t.elapsed()
+        );
+        let t = Instant::now();
+        let blobs = root.join(".git/barge/blobs/sha256");
+        let mut h = History::init(&root).unwrap();
+        let packed = pack(&root, &changes, &blobs).unwrap();
+        eprintln!("pack (tar+gzip): {:?}, {} bytes", t.elapsed(), packed.size);
+        let t = Instant::now();
+        let chain = chain_id(None, &packed.diff_id);
+        let msg = LayerMessage {
+            title: "base".into(),
+            trailers: vec![],
+        };
+        h.commit_layer(0, &chain, &msg, &changes).unwrap();
+        h.finish().unwrap();
+        eprintln!("git commit_layer+finish: {:?}", t.elapsed());
+        let t = Instant::now();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":2}},"layers":[]}}"#,
+            "0".repeat(64)
+        );
+        let layer = LayerRecord {
+            descriptor: Descriptor {
+                media_type: OCI_LAYER.into(),
+                digest: packed.digest.clone(),
+                size: packed.size,
+            },
+            diff_id: packed.diff_id.clone(),
+            changes,
+        };
+        let config = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            packed.diff_id
+        );
+        Record::create(
+            &root,
+            manifest.into_bytes(),
+            config.into_bytes(),
+            "x",
+            vec![layer],
+        )
+        .unwrap();
+        eprintln!("record create: {:?}", t.elapsed());
+        let t = Instant::now();
+        let rec = Record::load(&root).unwrap();
+        eprintln!("record load: {:?}", t.elapsed());
+        let t = Instant::now();
+        let d = crate::layer::diff::diff(&root, rec.tree()).unwrap();
+        eprintln!(
+            "no-op diff: {:?} ({} changes)",
+            t.elapsed(),
+            d.changes.len()
+        );
+        let t = Instant::now();
+        let e = run(CommitOptions {
+            root: root.clone(),
+            message: "x".into(),
+        })
+        .unwrap_err();
+        eprintln!("no-op commit: {:?} ({e})", t.elapsed());
+        write(&root, "etc/new-file", "hello\n");
+        let t = Instant::now();
+        let s = run(CommitOptions {
+            root: root.clone(),
+            message: "small".into(),
+        })
+        .unwrap();
+        eprintln!("small commit: {:?} ({})", t.elapsed(), s.branch);
+        let t = Instant::now();
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["status", "--porcelain"])
+            .output()
+            .unwrap();
+        eprintln!(
+            "first git status: {:?} ({} bytes of output)",
+            t.elapsed(),
+            out.stdout.len()
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -22,8 +22,14 @@ use std::ffi::OsStr;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+
+/// zlib level of the pack fast-import writes. 0 (stored) is about twice as fast
+/// as 1 on a 10k-file tree (git's SHA-1 is then most of the cost); the pack is as
+/// big as the content until the user runs `git gc` (gc.auto is off).
+const IMPORT_COMPRESSION: u32 = 0;
 
 /// Prefix of every layer branch.
 pub const BRANCH_PREFIX: &str = "layer_";
@@ -271,9 +277,9 @@ impl History {
             let mut child = git_command(&self.root)
                 .args([
                     "-c",
-                    "pack.compression=1",
+                    &format!("pack.compression={IMPORT_COMPRESSION}"),
                     "-c",
-                    "core.compression=1",
+                    &format!("core.compression={IMPORT_COMPRESSION}"),
                     "fast-import",
                     "--quiet",
                     "--done",
@@ -287,9 +293,12 @@ impl History {
             let Some(stdin) = child.stdin.take() else {
                 bail!("git fast-import: no input pipe");
             };
+            // A bigger pipe means fewer context switches while files stream through.
+            // SAFETY: fcntl on a pipe fd we own; failure only leaves the default size.
+            unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
             self.importer = Some(Importer {
                 child,
-                input: BufWriter::with_capacity(1 << 16, stdin),
+                input: BufWriter::with_capacity(1 << 20, stdin),
             });
         }
         match self.importer.as_mut() {
@@ -576,7 +585,7 @@ fn configure(root: &Path) -> Result<()> {
     cfg.write_all(
         b"[core]\n\tfileMode = true\n\tsymlinks = true\n\tignoreCase = false\n\
           \tautocrlf = false\n\tsafecrlf = false\n\tprecomposeUnicode = false\n\
-          \tprotectNTFS = false\n\tprotectHFS = false\n\tcompression = 1\n\
+          \tprotectNTFS = false\n\tprotectHFS = false\n\
           [gc]\n\tauto = 0\n",
     )
     .context("configure git repository")?;

@@ -423,15 +423,7 @@ mod tests {
         let p = std::ffi::CString::new(root.join("etc/hosts").as_os_str().as_bytes()).unwrap();
         let n = std::ffi::CString::new("user.k").unwrap();
         // SAFETY: valid C strings and buffer.
-        unsafe {
-            libc::lsetxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                b"v\x01z".as_ptr() as *const _,
-                3,
-                0,
-            )
-        };
+        unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"v\x01z".as_ptr() as *const _, 3, 0) };
         let mut changes = diff(root, &Tree::default()).unwrap().changes;
         changes.push(Change::Delete(b"etc/gone".to_vec()));
         changes.push(Change::Opaque(b"tmp/empty".to_vec()));
