@@ -7,8 +7,10 @@
 #![allow(dead_code)]
 
 mod cli;
+mod commit;
 mod digest;
 mod error;
+mod git;
 mod http;
 mod json;
 mod layer;
@@ -18,6 +20,7 @@ mod pull;
 mod reference;
 mod registry;
 mod signal;
+mod store;
 
 use cli::Command;
 
