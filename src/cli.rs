@@ -1,8 +1,11 @@
 //! Command-line parsing (lexopt): commands, their options, and `--help` texts.
 //! Parsing only: nothing here touches the network or the disk.
 
+use crate::commit::CommitOptions;
 use crate::error::{Error, Result};
+use crate::login::LoginOptions;
 use crate::pull::PullOptions;
+use crate::push::PushOptions;
 use crate::registry::client::TransportOptions;
 use lexopt::prelude::*;
 use std::path::PathBuf;
@@ -42,11 +45,64 @@ Options:
                            Use plain HTTP for this registry (loopback hosts always do)
   -h, --help               Print this help";
 
+pub const COMMIT_HELP: &str = "\
+Turn exactly what changed in DIR (pulled with -g) into a new layer on a new branch.
+
+Usage: barge commit [-r DIR] -m MESSAGE
+
+Options:
+  -r, --rootfs DIR         The tree to commit (default: rootfs)
+  -m, --message MESSAGE    What the layer does (kept in the image history)
+  -q, --quiet              Print errors only
+  -h, --help               Print this help
+
+SOURCE_DATE_EPOCH, when set, fixes the layer's times: the same tree then gives the
+same layer, config and manifest digests.";
+
+pub const PUSH_HELP: &str = "\
+Upload the image whose top layer is DIR's checked-out branch as NAME[:TAG].
+
+Usage: barge push NAME[:TAG] [-r DIR] [-u USER:PASS]
+
+Layers the registry already has are not uploaded again; on the same registry they
+are mounted from the repository the image was pulled from.
+
+Options:
+  -r, --rootfs DIR         The committed tree (default: rootfs)
+  -u, --user USER:PASS     Credentials (default: from `barge login`, Docker or podman auth files)
+  -q, --quiet              Print errors only
+      --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
+      --insecure HOST[:PORT]
+                           Use plain HTTP for this registry (loopback hosts always do)
+  -h, --help               Print this help";
+
+pub const LOGIN_HELP: &str = "\
+Check credentials against a registry and store them where Docker, podman and skopeo
+read them ($DOCKER_CONFIG/config.json or ~/.docker/config.json, mode 0600).
+
+Usage: barge login [REGISTRY] [-u USER[:PASS]] [--password-stdin]
+       barge logout [REGISTRY]
+
+REGISTRY defaults to Docker Hub. Without a password, it is asked for on the terminal
+without echo.
+
+Options:
+  -u, --user USER[:PASS]   The user name (and password)
+      --password-stdin     Read the password from standard input
+      --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
+      --insecure HOST[:PORT]
+                           Use plain HTTP for this registry (loopback hosts always do)
+  -h, --help               Print this help";
+
 /// A parsed command line.
 pub enum Command {
     Help(&'static str),
     Version,
     Pull(PullOptions),
+    Commit(CommitOptions, bool),
+    Push(PushOptions),
+    Login(LoginOptions),
+    Logout(Option<String>),
 }
 
 impl Command {
@@ -55,6 +111,10 @@ impl Command {
         match self {
             Command::Help(_) | Command::Version => String::new(),
             Command::Pull(p) => format!("pull {}: ", p.image),
+            Command::Commit(c, _) => format!("commit {}: ", c.root.display()),
+            Command::Push(p) => format!("push {}: ", p.name),
+            Command::Login(_) => "login: ".to_string(),
+            Command::Logout(_) => "logout: ".to_string(),
         }
     }
 }
@@ -70,6 +130,10 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
         Short('V') | Long("version") => Ok(Command::Version),
         Value(cmd) => match cmd.to_string_lossy().as_ref() {
             "pull" => parse_pull(&mut parser),
+            "commit" => parse_commit(&mut parser),
+            "push" => parse_push(&mut parser),
+            "login" => parse_login(&mut parser),
+            "logout" => parse_logout(&mut parser),
             "help" => Ok(Command::Help(USAGE)),
             other => Err(Error::new(format!("unknown command {other:?}")).hint("run `barge --help` for the list of commands")),
         },
@@ -97,6 +161,69 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     }
     let image = image.ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
     Ok(Command::Pull(PullOptions { image, dir, user, platform, quiet, git, transport }))
+}
+
+fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut root, mut message, mut quiet) = (PathBuf::from("rootfs"), None, false);
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(COMMIT_HELP)),
+            Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
+            Short('m') | Long("message") => message = Some(string_value(p)?),
+            Short('q') | Long("quiet") => quiet = true,
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let message = message.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
+        Error::new("missing commit message").hint("usage: barge commit [-r DIR] -m MESSAGE")
+    })?;
+    Ok(Command::Commit(CommitOptions { root, message }, quiet))
+}
+
+fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut name, mut dir, mut user, mut quiet) = (None, PathBuf::from("rootfs"), None, false);
+    let mut transport = TransportOptions::default();
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(PUSH_HELP)),
+            Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
+            Short('u') | Long("user") => user = Some(string_value(p)?),
+            Short('q') | Long("quiet") => quiet = true,
+            _ if transport_option(&arg, p, &mut transport)? => {}
+            Value(v) if name.is_none() => name = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let name = name.ok_or_else(|| Error::new("missing NAME").hint("usage: barge push NAME[:TAG] [-r DIR]"))?;
+    Ok(Command::Push(PushOptions { name, dir, user, quiet, transport }))
+}
+
+fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut registry, mut user, mut password_stdin) = (None, None, false);
+    let mut transport = TransportOptions::default();
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
+            Short('u') | Long("user") | Long("username") => user = Some(string_value(p)?),
+            Long("password-stdin") => password_stdin = true,
+            _ if transport_option(&arg, p, &mut transport)? => {}
+            Value(v) if registry.is_none() => registry = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    Ok(Command::Login(LoginOptions { registry, user, password_stdin, transport }))
+}
+
+fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut registry = None;
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
+            Value(v) if registry.is_none() => registry = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    Ok(Command::Logout(registry))
 }
 
 /// `--ca-cert` and `--insecure`, shared by every command that talks to a registry.

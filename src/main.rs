@@ -14,9 +14,11 @@ mod git;
 mod http;
 mod json;
 mod layer;
+mod login;
 mod manifest;
 mod progress;
 mod pull;
+mod push;
 mod reference;
 mod registry;
 mod signal;
@@ -38,6 +40,21 @@ fn main() {
     }
 }
 
+/// The seed's commit summary.
+fn print_commit(s: &commit::CommitSummary, quiet: bool) {
+    if quiet {
+        return;
+    }
+    println!("Changes committed in {}", s.branch);
+    println!("Manifest: {}", s.manifest_digest);
+    println!("Config: {}", s.config_digest);
+    println!("Parent: {}", s.parent);
+    println!("Layer: {}", s.layer_digest);
+    println!("DiffID: {}", s.diff_id);
+    println!("Layer size: {}", s.size);
+    println!("Done");
+}
+
 /// Prints the one error line and exits 1.
 fn fail(label: &str, e: &error::Error) -> ! {
     eprintln!("barge: {label}{e}");
@@ -50,6 +67,10 @@ fn run(cmd: Command) -> error::Result<()> {
         Command::Help(text) => println!("{text}"),
         Command::Version => println!("barge {}", env!("CARGO_PKG_VERSION")),
         Command::Pull(opts) => pull::run(&opts)?,
+        Command::Commit(opts, quiet) => print_commit(&commit::run(opts)?, quiet),
+        Command::Push(opts) => push::run(&opts)?,
+        Command::Login(opts) => println!("{}", login::login(&opts)?),
+        Command::Logout(registry) => println!("{}", login::logout(registry.as_deref())?),
     }
     Ok(())
 }

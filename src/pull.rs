@@ -17,7 +17,9 @@ use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::fetch::{self, BlobReader};
 use crate::registry::auth;
+use crate::git::{self, History, LayerMessage};
 use crate::signal::Interruptible;
+use crate::store::{self, LayerRecord, Record};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -112,10 +114,7 @@ pub fn resolve(reg: &mut Registry, reference: &Reference, platform: Option<&Plat
     };
     out.line(format!("Manifest: {}", raw.digest));
     let config_bytes = fetch::small_blob(reg, repo, &manifest.config.digest, manifest.config.size, MAX_CONFIG).context("image config")?;
-    let config = ImageConfig::parse(&config_bytes)?;
-    if config.diff_ids.len() != manifest.layers.len() {
-        bail!("image config lists {} layers but the manifest has {}", config.diff_ids.len(), manifest.layers.len());
-    }
+    let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
     Ok(ResolvedImage { manifest_bytes: raw.bytes, manifest_digest: raw.digest, manifest, config_bytes, config })
 }
 
@@ -123,18 +122,50 @@ fn unpack_all(reg: &mut Registry, reference: &Reference, image: &ResolvedImage, 
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {} layers:", layers.len()));
     let mut root = Root::open(dir)?;
+    let mut history = if opts.git { Some(History::init(dir)?) } else { None };
     let unpack_opts = UnpackOptions { as_root: is_root() };
     let mut total = UnpackStats::default();
+    let mut records = Vec::with_capacity(layers.len());
+    let mut chain: Option<Digest> = None;
     for (i, desc) in layers.iter().enumerate() {
         let mut changes = Vec::new();
-        let label = format!("{} ({})", desc.digest, human_bytes(desc.size));
-        let stats = pull_layer(reg, &reference.repository, desc, &image.config.diff_ids[i], &mut root, &unpack_opts, &mut changes, out)
+        let diff_id = &image.config.diff_ids[i];
+        let stats = pull_layer(reg, &reference.repository, desc, diff_id, &mut root, &unpack_opts, &mut changes, out)
             .with_context(|| format!("layer {i} ({})", desc.digest))?;
-        out.line(format!("\t{label} ... done"));
         add_stats(&mut total, &stats);
-        let _ = (&changes, opts.git);
+        let chain_id = git::chain_id(chain.as_ref(), diff_id);
+        let mut line = format!("\t{} ({}) ... done", desc.digest, human_bytes(desc.size));
+        if let Some(h) = history.as_mut() {
+            let branch = h.commit_layer(i, &chain_id, &layer_message(image, i, desc, &chain_id), &changes)?;
+            line.push_str(&format!(" → {branch}"));
+        }
+        out.line(line);
+        chain = Some(chain_id);
+        let descriptor = store::Descriptor { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size };
+        records.push(LayerRecord { descriptor, diff_id: diff_id.clone(), changes });
+    }
+    if let Some(mut h) = history {
+        h.finish()?;
+        let source = reference.to_string();
+        Record::create(dir, image.manifest_bytes.clone(), image.config_bytes.clone(), &source, records)?;
     }
     Ok(total)
+}
+
+/// The git commit message of layer `i`: its history line and its facts.
+fn layer_message(image: &ResolvedImage, i: usize, desc: &Descriptor, chain_id: &Digest) -> LayerMessage {
+    let h = image.config.history_for_layer(i);
+    let title = h
+        .and_then(|h| h.created_by.clone().or_else(|| h.comment.clone()))
+        .unwrap_or_else(|| format!("layer {i}"));
+    let trailers = vec![
+        ("Layer-Digest".to_string(), desc.digest.to_string()),
+        ("Diff-ID".to_string(), image.config.diff_ids[i].to_string()),
+        ("Media-Type".to_string(), desc.media_type.clone()),
+        ("Size".to_string(), desc.size.to_string()),
+        ("Chain-ID".to_string(), chain_id.to_string()),
+    ];
+    LayerMessage { title, trailers }
 }
 
 /// One layer, one pass: socket → digest → gunzip → diff_id → tar → disk.

@@ -1,0 +1,174 @@
+//! `barge push`: upload the image whose top layer is DIR's checked-out branch.
+//! Blobs the target already has are skipped; on the same registry they are
+//! mounted from the repository the image was pulled from; else they come from
+//! barge's own blob store (layers it made) or are streamed from the source
+//! registry, digest-checked on the way. The manifest goes last, so a push that
+//! fails anywhere leaves the tag where it was.
+
+use crate::bail;
+use crate::digest::{Digest, HashReader};
+use crate::error::{Context, Error, Result};
+use crate::manifest::{self, Descriptor, Fetched, Manifest};
+use crate::progress::{human_bytes, Output};
+use crate::pull::resolve_credentials;
+use crate::reference::Reference;
+use crate::registry::auth;
+use crate::registry::client::{Registry, TransportOptions};
+use crate::registry::fetch::BlobReader;
+use crate::registry::upload::{self, Mount};
+use crate::signal::Interruptible;
+use crate::store::{self, Record};
+use std::io::Read;
+use std::path::PathBuf;
+
+pub struct PushOptions {
+    pub name: String,
+    pub dir: PathBuf,
+    pub user: Option<String>,
+    pub quiet: bool,
+    pub transport: TransportOptions,
+}
+
+/// Where a blob's bytes come from when the target lacks it.
+enum Source {
+    /// barge made it at commit: `.git/barge/blobs/…`.
+    Local(PathBuf),
+    /// It came from another repository: mount it (same registry) or stream it.
+    Remote,
+}
+
+/// The repository the image was pulled from, and a connection to it when needed.
+struct Origin {
+    reference: Option<Reference>,
+    registry: Option<Registry>,
+}
+
+pub fn run(opts: &PushOptions) -> Result<()> {
+    let out = Output::new(opts.quiet);
+    let target = Reference::parse(&opts.name)?;
+    if target.digest.is_some() {
+        bail!("push takes NAME[:TAG], not a digest");
+    }
+    let record = Record::load(&opts.dir)?;
+    check_clean(&opts.dir, &record)?;
+    let manifest = parse_record_manifest(&record.manifest)?;
+    let mut origin = Origin { reference: Reference::parse(&record.source).ok(), registry: None };
+    let mut reg = target_registry(&target, &origin, opts)?;
+    out.line(format!("Pushing image {target} ..."));
+    out.line(format!("Pushing {} layers:", manifest.layers.len()));
+    for desc in &manifest.layers {
+        let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
+        out.line(format!("\t{} ({}) ... done{how}", desc.digest, human_bytes(desc.size)));
+    }
+    push_config(&mut reg, &target, &manifest.config, &record.config)?;
+    let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
+    let digest = upload::put_manifest(&mut reg, &target.repository, &tag, &manifest.media_type, &record.manifest)?;
+    out.line(format!("Done: {target}@{digest}"));
+    Ok(())
+}
+
+/// Refuses a tree that is not on its top layer or has uncommitted changes.
+fn check_clean(dir: &std::path::Path, record: &Record) -> Result<()> {
+    let history = crate::git::History::open(dir)?;
+    let branches = history.branches()?;
+    let current = history.current_branch()?;
+    if branches.last() != Some(&current) {
+        bail!("{} has {current} checked out, not the top layer branch", dir.display());
+    }
+    let diff = crate::layer::diff::diff(dir, record.tree())?;
+    if !diff.changes.is_empty() {
+        return Err(Error::new(format!("{} has {} uncommitted changes", dir.display(), diff.changes.len()))
+            .hint(format!("run `barge commit -r {} -m MESSAGE` first", dir.display())));
+    }
+    Ok(())
+}
+
+fn parse_record_manifest(bytes: &[u8]) -> Result<Manifest> {
+    match manifest::parse_manifest(bytes, None).context("recorded manifest")? {
+        Fetched::Manifest(m) => Ok(m),
+        Fetched::Index(_) => bail!("recorded manifest is an index: the record is damaged"),
+    }
+}
+
+/// The target registry, with push scope (and pull on the origin, for mounts).
+fn target_registry(target: &Reference, origin: &Origin, opts: &PushOptions) -> Result<Registry> {
+    let creds = resolve_credentials(opts.user.as_deref(), target)?;
+    let mut scopes = vec![auth::scope(&target.repository, &["pull", "push"])];
+    if let Some(src) = origin.reference.as_ref().filter(|s| same_registry(s, target) && s.repository != target.repository) {
+        scopes.push(auth::scope(&src.repository, &["pull"]));
+    }
+    Registry::new(target, creds, &opts.transport, scopes)
+}
+
+fn same_registry(a: &Reference, b: &Reference) -> bool {
+    a.api_host() == b.api_host()
+}
+
+/// Makes sure the target has one layer blob; says how (`""`, ` (already pushed)`, …).
+fn push_blob(reg: &mut Registry, target: &Reference, desc: &Descriptor, origin: &mut Origin, dir: &std::path::Path, opts: &PushOptions, out: &Output) -> Result<&'static str> {
+    let repo = &target.repository;
+    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
+        return Ok(" (already pushed)");
+    }
+    let local = store::blob_path(dir, &desc.digest);
+    let source = if local.is_file() { Source::Local(local) } else { Source::Remote };
+    let session = match (&source, origin.reference.as_ref()) {
+        (Source::Remote, Some(src)) if same_registry(src, target) && src.repository != *repo => {
+            match upload::mount(reg, repo, &desc.digest, &src.repository)? {
+                Mount::Mounted => return Ok(" (mounted)"),
+                Mount::Session(s) => s,
+            }
+        }
+        _ => upload::start(reg, repo)?,
+    };
+    let mut meter = out.meter(desc.digest.short(), Some(desc.size));
+    let mut progress = |n: u64| meter.add(n);
+    match source {
+        Source::Local(path) => {
+            let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            let mut hashed = HashReader::new(Interruptible(file));
+            session.upload(reg, &mut hashed, &desc.digest, desc.size, &mut progress)?;
+            crate::digest::verify("local blob", &desc.digest, &hashed.finish().0)?;
+        }
+        Source::Remote => {
+            let src = origin.connect(opts)?;
+            let (src_reg, src_ref) = src;
+            let blob = BlobReader::open(src_reg, &src_ref.repository, &desc.digest, desc.size)?;
+            let mut hashed = HashReader::new(Interruptible(blob));
+            session.upload(reg, &mut hashed, &desc.digest, desc.size, &mut progress)?;
+            crate::digest::verify("streamed blob", &desc.digest, &hashed.finish().0)?;
+        }
+    }
+    meter.finish();
+    Ok("")
+}
+
+impl Origin {
+    /// A connection to the source repository, to stream blobs from.
+    fn connect(&mut self, opts: &PushOptions) -> Result<(&mut Registry, &Reference)> {
+        let Some(src) = self.reference.as_ref() else {
+            bail!("a layer is neither in the target, nor in barge's blob store, nor in a known source repository");
+        };
+        if self.registry.is_none() {
+            let creds = resolve_credentials(None, src)?;
+            let scopes = vec![auth::scope(&src.repository, &["pull"])];
+            self.registry = Some(Registry::new(src, creds, &opts.transport, scopes)?);
+        }
+        match self.registry.as_mut() {
+            Some(r) => Ok((r, src)),
+            None => bail!("no connection to {src}"),
+        }
+    }
+}
+
+/// The config blob, from the record's bytes.
+fn push_config(reg: &mut Registry, target: &Reference, desc: &Descriptor, config: &[u8]) -> Result<()> {
+    crate::digest::verify("recorded config", &desc.digest, &Digest::of_bytes(config))?;
+    let repo = &target.repository;
+    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
+        return Ok(());
+    }
+    let session = upload::start(reg, repo)?;
+    let mut data: &[u8] = config;
+    session.upload(reg, &mut data as &mut dyn Read, &desc.digest, config.len() as u64, &mut |_| {})
+}
