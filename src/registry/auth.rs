@@ -134,6 +134,19 @@ impl<'a> Lexer<'a> {
         self.s.get(start..self.pos).unwrap_or_default()
     }
 
+    /// An unquoted value: a token, read leniently up to the next comma or space (some
+    /// servers send unquoted URLs; token68 padding `==` ends up here too, harmlessly).
+    fn unquoted(&mut self) -> &'a str {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|c| c != ',' && c != ' ' && c != '\t' && c != '"')
+        {
+            self.bump();
+        }
+        self.s.get(start..self.pos).unwrap_or_default()
+    }
+
     fn quoted(&mut self) -> Result<String> {
         self.bump(); // the opening quote
         let mut out = String::new();
@@ -225,12 +238,8 @@ fn parse_params(lx: &mut Lexer, c: &mut RawChallenge) -> Result<()> {
         lx.skip_ws();
         let value = match lx.peek() {
             Some('"') => lx.quoted()?,
-            _ => lx.token().to_string(),
+            _ => lx.unquoted().to_string(),
         };
-        if value.is_empty() && matches!(lx.peek(), Some('=')) {
-            skip_token68(lx); // "abc==" padding
-            continue;
-        }
         c.params.push((name.to_ascii_lowercase(), value));
     }
 }
@@ -407,6 +416,11 @@ mod tests {
                     realm: String::new(),
                 }],
             ),
+            // Unquoted values, even URLs.
+            (
+                "Bearer realm=https://h:8443/token?a=b,service=reg",
+                vec![bearer("https://h:8443/token?a=b", Some("reg"), None)],
+            ),
             // Token68 right after a scheme, then another challenge.
             (
                 r#"Foo dG9rZW4=, Basic realm="z""#,
@@ -494,5 +508,23 @@ mod tests {
             "Basic YWxhZGRpbjpvcGVuc2VzYW1l"
         );
         assert_eq!(basic_header("u", "p:w"), "Basic dTpwOnc=");
+    }
+
+    #[test]
+    fn random_headers_never_panic_or_hang() {
+        let alphabet: Vec<char> = "Basic Bearer realm=\"\\,=/ a:b\té".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let len = (seed % 40) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = parse_www_authenticate(&s);
+        }
     }
 }
