@@ -135,7 +135,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
             "help" => Ok(Command::Help(USAGE)),
-            other => Err(Error::new(format!("unknown command {other:?}")).hint("run `barge --help` for the list of commands")),
+            other => Err(Error::new(format!("unknown command {other:?}"))
+                .hint("run `barge --help` for the list of commands")),
         },
         other => Err(usage_error(other.unexpected())),
     }
@@ -154,13 +155,25 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => quiet = true,
             Long("platform") => platform = Some(string_value(p)?),
-            _ if transport_option(&arg, p, &mut transport)? => {}
+            Long(name @ ("ca-cert" | "insecure")) => {
+                let name = name.to_string();
+                transport_option(&name, p, &mut transport)?
+            }
             Value(v) if image.is_none() => image = Some(os_string(v)?),
             other => return Err(usage_error(other.unexpected())),
         }
     }
-    let image = image.ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
-    Ok(Command::Pull(PullOptions { image, dir, user, platform, quiet, git, transport }))
+    let image = image
+        .ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
+    Ok(Command::Pull(PullOptions {
+        image,
+        dir,
+        user,
+        platform,
+        quiet,
+        git,
+        transport,
+    }))
 }
 
 fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
@@ -189,13 +202,23 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
             Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Short('q') | Long("quiet") => quiet = true,
-            _ if transport_option(&arg, p, &mut transport)? => {}
+            Long(name @ ("ca-cert" | "insecure")) => {
+                let name = name.to_string();
+                transport_option(&name, p, &mut transport)?
+            }
             Value(v) if name.is_none() => name = Some(os_string(v)?),
             other => return Err(usage_error(other.unexpected())),
         }
     }
-    let name = name.ok_or_else(|| Error::new("missing NAME").hint("usage: barge push NAME[:TAG] [-r DIR]"))?;
-    Ok(Command::Push(PushOptions { name, dir, user, quiet, transport }))
+    let name = name
+        .ok_or_else(|| Error::new("missing NAME").hint("usage: barge push NAME[:TAG] [-r DIR]"))?;
+    Ok(Command::Push(PushOptions {
+        name,
+        dir,
+        user,
+        quiet,
+        transport,
+    }))
 }
 
 fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
@@ -206,12 +229,20 @@ fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
             Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
             Short('u') | Long("user") | Long("username") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
-            _ if transport_option(&arg, p, &mut transport)? => {}
+            Long(name @ ("ca-cert" | "insecure")) => {
+                let name = name.to_string();
+                transport_option(&name, p, &mut transport)?
+            }
             Value(v) if registry.is_none() => registry = Some(os_string(v)?),
             other => return Err(usage_error(other.unexpected())),
         }
     }
-    Ok(Command::Login(LoginOptions { registry, user, password_stdin, transport }))
+    Ok(Command::Login(LoginOptions {
+        registry,
+        user,
+        password_stdin,
+        transport,
+    }))
 }
 
 fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
@@ -227,13 +258,12 @@ fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
 }
 
 /// `--ca-cert` and `--insecure`, shared by every command that talks to a registry.
-fn transport_option(arg: &lexopt::Arg, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<bool> {
-    match arg {
-        Long("ca-cert") => t.ca_files.push(p.value().map_err(usage_error)?.into()),
-        Long("insecure") => t.insecure.push(string_value(p)?),
-        _ => return Ok(false),
+fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<()> {
+    match name {
+        "ca-cert" => t.ca_files.push(p.value().map_err(usage_error)?.into()),
+        _ => t.insecure.push(string_value(p)?),
     }
-    Ok(true)
+    Ok(())
 }
 
 fn string_value(p: &mut lexopt::Parser) -> Result<String> {
@@ -241,7 +271,8 @@ fn string_value(p: &mut lexopt::Parser) -> Result<String> {
 }
 
 fn os_string(v: std::ffi::OsString) -> Result<String> {
-    v.into_string().map_err(|v| Error::new(format!("argument {v:?} is not valid UTF-8")))
+    v.into_string()
+        .map_err(|v| Error::new(format!("argument {v:?} is not valid UTF-8")))
 }
 
 fn usage_error(e: lexopt::Error) -> Error {
@@ -258,10 +289,17 @@ mod tests {
 
     #[test]
     fn pull_defaults_and_options() {
-        let Command::Pull(p) = parse(args("pull debian:bookworm")).unwrap() else { panic!() };
+        let Command::Pull(p) = parse(args("pull debian:bookworm")).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.dir, PathBuf::from("rootfs"));
         assert!(!p.git && !p.quiet);
-        let Command::Pull(p) = parse(args("pull -r d -g -q --platform linux/arm64 -u a:b --ca-cert c.pem --insecure h:5 x")).unwrap() else { panic!() };
+        let Command::Pull(p) = parse(args(
+            "pull -r d -g -q --platform linux/arm64 -u a:b --ca-cert c.pem --insecure h:5 x",
+        ))
+        .unwrap() else {
+            panic!()
+        };
         assert_eq!((p.dir.to_str(), p.git, p.quiet), (Some("d"), true, true));
         assert_eq!(p.platform.as_deref(), Some("linux/arm64"));
         assert_eq!(p.transport.insecure, vec!["h:5".to_string()]);

@@ -22,10 +22,18 @@ const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The registry a login is for: (API host to talk to, key to store under).
 fn target(registry: Option<&str>) -> Result<(String, String)> {
     let name = registry.unwrap_or("docker.io");
-    let name = name.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let name = name
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
     let name = name.strip_suffix("/v1").unwrap_or(name);
-    let reference = Reference::parse(&format!("{name}/x/y")).with_context(|| format!("registry name {name:?}"))?;
-    let key = if reference.registry == "docker.io" { DOCKER_HUB_KEY.to_string() } else { reference.registry.clone() };
+    let reference = Reference::parse(&format!("{name}/x/y"))
+        .with_context(|| format!("registry name {name:?}"))?;
+    let key = if reference.registry == "docker.io" {
+        DOCKER_HUB_KEY.to_string()
+    } else {
+        reference.registry.clone()
+    };
     Ok((reference.api_host().to_string(), key))
 }
 
@@ -35,16 +43,24 @@ pub fn login(opts: &LoginOptions) -> Result<String> {
     let mut reg = Registry::for_host(&host, Some(creds.clone()), &opts.transport, Vec::new())?;
     reg.check_login()?;
     let path = credentials::default_store_path();
-    credentials::store(&path, &key, &creds).with_context(|| format!("store credentials in {}", path.display()))?;
-    Ok(format!("Login Succeeded: {key} (credentials stored in {})", path.display()))
+    credentials::store(&path, &key, &creds)
+        .with_context(|| format!("store credentials in {}", path.display()))?;
+    Ok(format!(
+        "Login Succeeded: {key} (credentials stored in {})",
+        path.display()
+    ))
 }
 
 pub fn logout(registry: Option<&str>) -> Result<String> {
     let (_, key) = target(registry)?;
     let path = credentials::default_store_path();
     match credentials::remove(&path, &key)? {
-        true => Ok(format!("Removed credentials for {key} from {}", path.display())),
-        false => Err(Error::new(format!("not logged in to {key}")).hint(format!("{} has no credentials for it", path.display()))),
+        true => Ok(format!(
+            "Removed credentials for {key} from {}",
+            path.display()
+        )),
+        false => Err(Error::new(format!("not logged in to {key}"))
+            .hint(format!("{} has no credentials for it", path.display()))),
     }
 }
 
@@ -57,7 +73,11 @@ fn ask_credentials(opts: &LoginOptions) -> Result<Credentials> {
     };
     let secret = if opts.password_stdin {
         let mut s = String::new();
-        std::io::stdin().lock().take(64 << 10).read_to_string(&mut s).context("read password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .take(64 << 10)
+            .read_to_string(&mut s)
+            .context("read password from stdin")?;
         s.trim_end_matches(['\n', '\r']).to_string()
     } else {
         prompt("Password: ", false)?

@@ -28,7 +28,10 @@ use cli::Command;
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let first = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let first = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let cmd = match cli::parse(args) {
         Ok(cmd) => cmd,
         Err(e) if first.starts_with('-') || first.is_empty() => fail("", &e),

@@ -21,7 +21,11 @@ impl Output {
     pub fn new(quiet: bool) -> Output {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(1) } == 1;
-        let verbosity = if quiet { Verbosity::Quiet } else { Verbosity::Normal };
+        let verbosity = if quiet {
+            Verbosity::Quiet
+        } else {
+            Verbosity::Normal
+        };
         Output { verbosity, tty }
     }
 
@@ -36,7 +40,14 @@ impl Output {
     /// A live progress meter for `label`, or a silent one when not on a terminal.
     pub fn meter(&self, label: &str, total: Option<u64>) -> Meter {
         let live = self.tty && self.verbosity == Verbosity::Normal;
-        Meter { live, label: label.to_string(), total, done: 0, start: Instant::now(), last: None }
+        Meter {
+            live,
+            label: label.to_string(),
+            total,
+            done: 0,
+            start: Instant::now(),
+            last: None,
+        }
     }
 }
 
@@ -57,7 +68,10 @@ impl Meter {
             return;
         }
         let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < Duration::from_millis(100)) {
+        if self
+            .last
+            .is_some_and(|t| now - t < Duration::from_millis(100))
+        {
             return;
         }
         self.last = Some(now);
@@ -67,9 +81,19 @@ impl Meter {
     fn draw(&self) {
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let rate = human_bytes((self.done as f64 / secs) as u64);
-        let total = self.total.map(|t| format!(" / {}", human_bytes(t))).unwrap_or_default();
+        let total = self
+            .total
+            .map(|t| format!(" / {}", human_bytes(t)))
+            .unwrap_or_default();
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\r\x1b[2K\t{} {}{} {}/s", self.label, human_bytes(self.done), total, rate);
+        let _ = write!(
+            out,
+            "\r\x1b[2K\t{} {}{} {}/s",
+            self.label,
+            human_bytes(self.done),
+            total,
+            rate
+        );
         let _ = out.flush();
     }
 

@@ -5,6 +5,7 @@
 use crate::bail;
 use crate::digest::{self, Digest, HashReader};
 use crate::error::{Context, Error, Result};
+use crate::git::{self, History, LayerMessage};
 use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
@@ -13,11 +14,10 @@ use crate::layer::unpack::{apply_layer, UnpackOptions, UnpackStats};
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{human_bytes, MeterReader, Output};
 use crate::reference::Reference;
+use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::fetch::{self, BlobReader};
-use crate::registry::auth;
-use crate::git::{self, History, LayerMessage};
 use crate::signal::Interruptible;
 use crate::store::{self, LayerRecord, Record};
 use std::io::{self, Read};
@@ -60,12 +60,18 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     let stats = unpack_all(&mut reg, &reference, &image, stage.path(), &out, opts)?;
     stage.commit()?;
     report_skipped(&out, &stats);
-    out.line(format!("Done. Rootfs of {reference} in {}", opts.dir.display()));
+    out.line(format!(
+        "Done. Rootfs of {reference} in {}",
+        opts.dir.display()
+    ));
     Ok(())
 }
 
 /// `-u USER:PASS` wins; else the auth files Docker and podman write.
-pub fn resolve_credentials(user: Option<&str>, reference: &Reference) -> Result<Option<Credentials>> {
+pub fn resolve_credentials(
+    user: Option<&str>,
+    reference: &Reference,
+) -> Result<Option<Credentials>> {
     match user {
         Some(u) => credentials::from_user_arg(u).map(Some),
         None => credentials::lookup(&reference.credential_keys()),
@@ -77,27 +83,40 @@ fn check_target_is_free(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::from(e).context(format!("inspect {}", dir.display()))),
-        Ok(m) if !m.is_dir() => Err(Error::new(format!("{} exists and is not a directory", dir.display()))
-            .hint("choose another directory with -r DIR")),
+        Ok(m) if !m.is_dir() => Err(Error::new(format!(
+            "{} exists and is not a directory",
+            dir.display()
+        ))
+        .hint("choose another directory with -r DIR")),
         Ok(_) => {
-            let mut entries = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
+            let mut entries =
+                std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
             match entries.next() {
                 None => Ok(()),
-                Some(_) => Err(Error::new(format!("{} exists and is not empty", dir.display()))
-                    .hint("pull into a new or empty directory (-r DIR)")),
+                Some(_) => Err(
+                    Error::new(format!("{} exists and is not empty", dir.display()))
+                        .hint("pull into a new or empty directory (-r DIR)"),
+                ),
             }
         }
     }
 }
 
 /// Manifest (through an index if need be) and config, all digest-checked.
-pub fn resolve(reg: &mut Registry, reference: &Reference, platform: Option<&Platform>, out: &Output) -> Result<ResolvedImage> {
+pub fn resolve(
+    reg: &mut Registry,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    out: &Output,
+) -> Result<ResolvedImage> {
     let repo = &reference.repository;
     let raw = fetch::manifest(reg, repo, &reference.reference_str())?;
     let (raw, manifest) = match manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())? {
         Fetched::Manifest(m) => {
             if let Some(p) = platform {
-                out.line(format!("Note: {reference} is a single-platform image; --platform {p} not checked"));
+                out.line(format!(
+                    "Note: {reference} is a single-platform image; --platform {p} not checked"
+                ));
             }
             (raw, m)
         }
@@ -108,21 +127,48 @@ pub fn resolve(reg: &mut Registry, reference: &Reference, platform: Option<&Plat
             let child = fetch::manifest(reg, repo, chosen.digest.as_str())?;
             match manifest::parse_manifest(&child.bytes, child.content_type.as_deref())? {
                 Fetched::Manifest(m) => (child, m),
-                Fetched::Index(_) => bail!("index {} points at another index for {want}: nested indexes are not supported", raw.digest),
+                Fetched::Index(_) => bail!(
+                    "index {} points at another index for {want}: nested indexes are not supported",
+                    raw.digest
+                ),
             }
         }
     };
     out.line(format!("Manifest: {}", raw.digest));
-    let config_bytes = fetch::small_blob(reg, repo, &manifest.config.digest, manifest.config.size, MAX_CONFIG).context("image config")?;
+    let config_bytes = fetch::small_blob(
+        reg,
+        repo,
+        &manifest.config.digest,
+        manifest.config.size,
+        MAX_CONFIG,
+    )
+    .context("image config")?;
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
-    Ok(ResolvedImage { manifest_bytes: raw.bytes, manifest_digest: raw.digest, manifest, config_bytes, config })
+    Ok(ResolvedImage {
+        manifest_bytes: raw.bytes,
+        manifest_digest: raw.digest,
+        manifest,
+        config_bytes,
+        config,
+    })
 }
 
-fn unpack_all(reg: &mut Registry, reference: &Reference, image: &ResolvedImage, dir: &Path, out: &Output, opts: &PullOptions) -> Result<UnpackStats> {
+fn unpack_all(
+    reg: &mut Registry,
+    reference: &Reference,
+    image: &ResolvedImage,
+    dir: &Path,
+    out: &Output,
+    opts: &PullOptions,
+) -> Result<UnpackStats> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {} layers:", layers.len()));
     let mut root = Root::open(dir)?;
-    let mut history = if opts.git { Some(History::init(dir)?) } else { None };
+    let mut history = if opts.git {
+        Some(History::init(dir)?)
+    } else {
+        None
+    };
     let unpack_opts = UnpackOptions { as_root: is_root() };
     let mut total = UnpackStats::default();
     let mut records = Vec::with_capacity(layers.len());
@@ -130,30 +176,63 @@ fn unpack_all(reg: &mut Registry, reference: &Reference, image: &ResolvedImage, 
     for (i, desc) in layers.iter().enumerate() {
         let mut changes = Vec::new();
         let diff_id = &image.config.diff_ids[i];
-        let stats = pull_layer(reg, &reference.repository, desc, diff_id, &mut root, &unpack_opts, &mut changes, out)
-            .with_context(|| format!("layer {i} ({})", desc.digest))?;
+        let stats = pull_layer(
+            reg,
+            &reference.repository,
+            desc,
+            diff_id,
+            &mut root,
+            &unpack_opts,
+            &mut changes,
+            out,
+        )
+        .with_context(|| format!("layer {i} ({})", desc.digest))?;
         add_stats(&mut total, &stats);
         let chain_id = git::chain_id(chain.as_ref(), diff_id);
         let mut line = format!("\t{} ({}) ... done", desc.digest, human_bytes(desc.size));
         if let Some(h) = history.as_mut() {
-            let branch = h.commit_layer(i, &chain_id, &layer_message(image, i, desc, &chain_id), &changes)?;
+            let branch = h.commit_layer(
+                i,
+                &chain_id,
+                &layer_message(image, i, desc, &chain_id),
+                &changes,
+            )?;
             line.push_str(&format!(" → {branch}"));
         }
         out.line(line);
         chain = Some(chain_id);
-        let descriptor = store::Descriptor { media_type: desc.media_type.clone(), digest: desc.digest.clone(), size: desc.size };
-        records.push(LayerRecord { descriptor, diff_id: diff_id.clone(), changes });
+        let descriptor = store::Descriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.clone(),
+            size: desc.size,
+        };
+        records.push(LayerRecord {
+            descriptor,
+            diff_id: diff_id.clone(),
+            changes,
+        });
     }
     if let Some(mut h) = history {
         h.finish()?;
         let source = reference.to_string();
-        Record::create(dir, image.manifest_bytes.clone(), image.config_bytes.clone(), &source, records)?;
+        Record::create(
+            dir,
+            image.manifest_bytes.clone(),
+            image.config_bytes.clone(),
+            &source,
+            records,
+        )?;
     }
     Ok(total)
 }
 
 /// The git commit message of layer `i`: its history line and its facts.
-fn layer_message(image: &ResolvedImage, i: usize, desc: &Descriptor, chain_id: &Digest) -> LayerMessage {
+fn layer_message(
+    image: &ResolvedImage,
+    i: usize,
+    desc: &Descriptor,
+    chain_id: &Digest,
+) -> LayerMessage {
     let h = image.config.history_for_layer(i);
     let title = h
         .and_then(|h| h.created_by.clone().or_else(|| h.comment.clone()))
@@ -183,7 +262,10 @@ fn pull_layer(
     let compression = manifest::layer_compression(&desc.media_type)?;
     let blob = BlobReader::open(reg, repo, &desc.digest, desc.size)?;
     let mut meter = out.meter(desc.digest.short(), Some(desc.size));
-    let mut compressed = HashReader::new(MeterReader { inner: Interruptible(blob), meter: &mut meter });
+    let mut compressed = HashReader::new(MeterReader {
+        inner: Interruptible(blob),
+        meter: &mut meter,
+    });
     let applied = match compression {
         Compression::Gzip => apply_hashed(root, GzipReader::new(&mut compressed), opts, changes),
         Compression::None => apply_hashed(root, &mut compressed, opts, changes),
@@ -207,7 +289,12 @@ fn pull_layer(
 }
 
 /// Applies a tar stream while hashing it; the stream is read to its end.
-fn apply_hashed<R: Read>(root: &mut Root, tar: R, opts: &UnpackOptions, changes: &mut Vec<Change>) -> Result<(UnpackStats, Digest)> {
+fn apply_hashed<R: Read>(
+    root: &mut Root,
+    tar: R,
+    opts: &UnpackOptions,
+    changes: &mut Vec<Change>,
+) -> Result<(UnpackStats, Digest)> {
     let mut hashed = HashReader::new(tar);
     let stats = apply_layer(root, &mut hashed, opts, changes)?;
     io::copy(&mut hashed, &mut io::sink()).context("read layer")?;

@@ -52,17 +52,30 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     let record = Record::load(&opts.dir)?;
     check_clean(&opts.dir, &record)?;
     let manifest = parse_record_manifest(&record.manifest)?;
-    let mut origin = Origin { reference: Reference::parse(&record.source).ok(), registry: None };
+    let mut origin = Origin {
+        reference: Reference::parse(&record.source).ok(),
+        registry: None,
+    };
     let mut reg = target_registry(&target, &origin, opts)?;
     out.line(format!("Pushing image {target} ..."));
     out.line(format!("Pushing {} layers:", manifest.layers.len()));
     for desc in &manifest.layers {
         let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
-        out.line(format!("\t{} ({}) ... done{how}", desc.digest, human_bytes(desc.size)));
+        out.line(format!(
+            "\t{} ({}) ... done{how}",
+            desc.digest,
+            human_bytes(desc.size)
+        ));
     }
     push_config(&mut reg, &target, &manifest.config, &record.config)?;
     let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
-    let digest = upload::put_manifest(&mut reg, &target.repository, &tag, &manifest.media_type, &record.manifest)?;
+    let digest = upload::put_manifest(
+        &mut reg,
+        &target.repository,
+        &tag,
+        &manifest.media_type,
+        &record.manifest,
+    )?;
     out.line(format!("Done: {target}@{digest}"));
     Ok(())
 }
@@ -73,12 +86,22 @@ fn check_clean(dir: &std::path::Path, record: &Record) -> Result<()> {
     let branches = history.branches()?;
     let current = history.current_branch()?;
     if branches.last() != Some(&current) {
-        bail!("{} has {current} checked out, not the top layer branch", dir.display());
+        bail!(
+            "{} has {current} checked out, not the top layer branch",
+            dir.display()
+        );
     }
     let diff = crate::layer::diff::diff(dir, record.tree())?;
     if !diff.changes.is_empty() {
-        return Err(Error::new(format!("{} has {} uncommitted changes", dir.display(), diff.changes.len()))
-            .hint(format!("run `barge commit -r {} -m MESSAGE` first", dir.display())));
+        return Err(Error::new(format!(
+            "{} has {} uncommitted changes",
+            dir.display(),
+            diff.changes.len()
+        ))
+        .hint(format!(
+            "run `barge commit -r {} -m MESSAGE` first",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -94,7 +117,11 @@ fn parse_record_manifest(bytes: &[u8]) -> Result<Manifest> {
 fn target_registry(target: &Reference, origin: &Origin, opts: &PushOptions) -> Result<Registry> {
     let creds = resolve_credentials(opts.user.as_deref(), target)?;
     let mut scopes = vec![auth::scope(&target.repository, &["pull", "push"])];
-    if let Some(src) = origin.reference.as_ref().filter(|s| same_registry(s, target) && s.repository != target.repository) {
+    if let Some(src) = origin
+        .reference
+        .as_ref()
+        .filter(|s| same_registry(s, target) && s.repository != target.repository)
+    {
         scopes.push(auth::scope(&src.repository, &["pull"]));
     }
     Registry::new(target, creds, &opts.transport, scopes)
@@ -105,13 +132,25 @@ fn same_registry(a: &Reference, b: &Reference) -> bool {
 }
 
 /// Makes sure the target has one layer blob; says how (`""`, ` (already pushed)`, …).
-fn push_blob(reg: &mut Registry, target: &Reference, desc: &Descriptor, origin: &mut Origin, dir: &std::path::Path, opts: &PushOptions, out: &Output) -> Result<&'static str> {
+fn push_blob(
+    reg: &mut Registry,
+    target: &Reference,
+    desc: &Descriptor,
+    origin: &mut Origin,
+    dir: &std::path::Path,
+    opts: &PushOptions,
+    out: &Output,
+) -> Result<&'static str> {
     let repo = &target.repository;
     if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
         return Ok(" (already pushed)");
     }
     let local = store::blob_path(dir, &desc.digest);
-    let source = if local.is_file() { Source::Local(local) } else { Source::Remote };
+    let source = if local.is_file() {
+        Source::Local(local)
+    } else {
+        Source::Remote
+    };
     let session = match (&source, origin.reference.as_ref()) {
         (Source::Remote, Some(src)) if same_registry(src, target) && src.repository != *repo => {
             match upload::mount(reg, repo, &desc.digest, &src.repository)? {
@@ -125,7 +164,8 @@ fn push_blob(reg: &mut Registry, target: &Reference, desc: &Descriptor, origin: 
     let mut progress = |n: u64| meter.add(n);
     match source {
         Source::Local(path) => {
-            let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            let file =
+                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
             let mut hashed = HashReader::new(Interruptible(file));
             session.upload(reg, &mut hashed, &desc.digest, desc.size, &mut progress)?;
             crate::digest::verify("local blob", &desc.digest, &hashed.finish().0)?;
@@ -162,7 +202,12 @@ impl Origin {
 }
 
 /// The config blob, from the record's bytes.
-fn push_config(reg: &mut Registry, target: &Reference, desc: &Descriptor, config: &[u8]) -> Result<()> {
+fn push_config(
+    reg: &mut Registry,
+    target: &Reference,
+    desc: &Descriptor,
+    config: &[u8],
+) -> Result<()> {
     crate::digest::verify("recorded config", &desc.digest, &Digest::of_bytes(config))?;
     let repo = &target.repository;
     if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
@@ -170,5 +215,11 @@ fn push_config(reg: &mut Registry, target: &Reference, desc: &Descriptor, config
     }
     let session = upload::start(reg, repo)?;
     let mut data: &[u8] = config;
-    session.upload(reg, &mut data as &mut dyn Read, &desc.digest, config.len() as u64, &mut |_| {})
+    session.upload(
+        reg,
+        &mut data as &mut dyn Read,
+        &desc.digest,
+        config.len() as u64,
+        &mut |_| {},
+    )
 }

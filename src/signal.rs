@@ -47,7 +47,9 @@ impl<R: std::io::Read> std::io::Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         check()?;
         match self.0.read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && interrupted() => Err(Error::with_kind(Kind::Interrupted, "interrupted").into()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && interrupted() => {
+                Err(Error::with_kind(Kind::Interrupted, "interrupted").into())
+            }
             r => r,
         }
     }

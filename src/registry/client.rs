@@ -29,7 +29,12 @@ enum AuthState {
     /// Basic credentials on every request.
     Basic { header: String },
     /// Bearer tokens from `realm`, for the scopes granted so far.
-    Bearer { realm: String, service: Option<String>, scopes: Vec<String>, token: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scopes: Vec<String>,
+        token: Option<String>,
+    },
 }
 
 /// One registry, spoken to on behalf of one set of repository scopes.
@@ -49,20 +54,41 @@ const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 impl Registry {
     /// Prepares a conversation with `reference`'s registry; nothing is sent yet.
-    pub fn new(reference: &Reference, creds: Option<Credentials>, transport: &TransportOptions, scopes: Vec<String>) -> Result<Registry> {
+    pub fn new(
+        reference: &Reference,
+        creds: Option<Credentials>,
+        transport: &TransportOptions,
+        scopes: Vec<String>,
+    ) -> Result<Registry> {
         Registry::for_host(reference.api_host(), creds, transport, scopes)
     }
 
     /// Like `new`, for a registry host (`registry-1.docker.io`, `127.0.0.1:5000`).
-    pub fn for_host(host: &str, creds: Option<Credentials>, transport: &TransportOptions, scopes: Vec<String>) -> Result<Registry> {
-        let scheme = if plain_http(host, &transport.insecure) { "http" } else { "https" };
+    pub fn for_host(
+        host: &str,
+        creds: Option<Credentials>,
+        transport: &TransportOptions,
+        scopes: Vec<String>,
+    ) -> Result<Registry> {
+        let scheme = if plain_http(host, &transport.insecure) {
+            "http"
+        } else {
+            "https"
+        };
         let base = Url::parse(&format!("{scheme}://{host}/"))?;
         let opts = Options {
             extra_ca_files: transport.ca_files.clone(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(120),
         };
-        Ok(Registry { http: Client::new(opts)?, base, name: host.to_string(), creds, scopes, state: AuthState::Unknown })
+        Ok(Registry {
+            http: Client::new(opts)?,
+            base,
+            name: host.to_string(),
+            creds,
+            scopes,
+            state: AuthState::Unknown,
+        })
     }
 
     /// The registry's host as the user should see it.
@@ -73,7 +99,9 @@ impl Registry {
     /// Pings `/v2/` and settles how to authenticate.
     pub fn ping(&mut self) -> Result<()> {
         let url = self.base.join("/v2/")?;
-        let resp = self.send_retrying("GET", &url, &[], &[], true).with_context(|| format!("contact registry {}", self.name))?;
+        let resp = self
+            .send_retrying("GET", &url, &[], &[], true)
+            .with_context(|| format!("contact registry {}", self.name))?;
         match resp.status {
             200..=299 => {
                 resp.discard()?;
@@ -81,8 +109,11 @@ impl Registry {
                 Ok(())
             }
             401 => self.answer_challenge(resp),
-            404 => Err(Error::new(format!("{} does not speak the registry API v2 (GET /v2/ answered 404)", self.name))
-                .hint("check the registry host name")),
+            404 => Err(Error::new(format!(
+                "{} does not speak the registry API v2 (GET /v2/ answered 404)",
+                self.name
+            ))
+            .hint("check the registry host name")),
             s => Err(self.status_error(resp, &format!("ping {}", self.name), s)),
         }
     }
@@ -117,15 +148,33 @@ impl Registry {
             _ => None,
         });
         if let Some((realm, service)) = bearer {
-            self.state = AuthState::Bearer { realm, service, scopes: Vec::new(), token: None };
+            self.state = AuthState::Bearer {
+                realm,
+                service,
+                scopes: Vec::new(),
+                token: None,
+            };
             return self.refresh_token(&[]);
         }
-        if challenges.iter().any(|c| matches!(c, Challenge::Basic { .. })) {
-            let Some(c) = &self.creds else { return Err(self.needs_credentials()) };
-            self.state = AuthState::Basic { header: auth::basic_header(&c.user, &c.secret) };
+        if challenges
+            .iter()
+            .any(|c| matches!(c, Challenge::Basic { .. }))
+        {
+            let Some(c) = &self.creds else {
+                return Err(self.needs_credentials());
+            };
+            self.state = AuthState::Basic {
+                header: auth::basic_header(&c.user, &c.secret),
+            };
             return Ok(());
         }
-        Err(Error::with_kind(Kind::Auth, format!("{} asks for an authentication scheme barge does not support", self.name)))
+        Err(Error::with_kind(
+            Kind::Auth,
+            format!(
+                "{} asks for an authentication scheme barge does not support",
+                self.name
+            ),
+        ))
     }
 
     fn needs_credentials(&self) -> Error {
@@ -135,23 +184,45 @@ impl Registry {
 
     /// Fetches a Bearer token covering our scopes plus `extra`.
     fn refresh_token(&mut self, extra: &[String]) -> Result<()> {
-        let AuthState::Bearer { realm, service, scopes, .. } = &self.state else { return Ok(()) };
-        let mut want: Vec<String> = self.scopes.iter().chain(scopes.iter()).chain(extra.iter()).cloned().collect();
+        let AuthState::Bearer {
+            realm,
+            service,
+            scopes,
+            ..
+        } = &self.state
+        else {
+            return Ok(());
+        };
+        let mut want: Vec<String> = self
+            .scopes
+            .iter()
+            .chain(scopes.iter())
+            .chain(extra.iter())
+            .cloned()
+            .collect();
         want.sort();
         want.dedup();
         let url = Url::parse(&auth::token_url(realm, service.as_deref(), &want))
             .with_context(|| format!("token realm of {}", self.name))?;
         let mut headers = Vec::new();
         if let Some(c) = &self.creds {
-            headers.push(("Authorization".to_string(), auth::basic_header(&c.user, &c.secret)));
+            headers.push((
+                "Authorization".to_string(),
+                auth::basic_header(&c.user, &c.secret),
+            ));
         }
-        let mut resp = self.send_retrying("GET", &url, &headers, &[], false).with_context(|| format!("get a token from {}", url.origin()))?;
+        let mut resp = self
+            .send_retrying("GET", &url, &headers, &[], false)
+            .with_context(|| format!("get a token from {}", url.origin()))?;
         match resp.status {
             200 => {}
             401 | 403 if self.creds.is_some() => {
                 resp.discard()?;
-                return Err(Error::with_kind(Kind::Auth, format!("{} refused the credentials", self.name))
-                    .hint("check the user name and password (or run `barge login` again)"));
+                return Err(Error::with_kind(
+                    Kind::Auth,
+                    format!("{} refused the credentials", self.name),
+                )
+                .hint("check the user name and password (or run `barge login` again)"));
             }
             401 | 403 => {
                 resp.discard()?;
@@ -159,9 +230,16 @@ impl Registry {
             }
             s => return Err(self.status_error(resp, "token request", s)),
         }
-        let body = resp.read_limited(MAX_TOKEN_BODY).context("read token response")?;
+        let body = resp
+            .read_limited(MAX_TOKEN_BODY)
+            .context("read token response")?;
         let token = auth::parse_token_response(&body).context("token response")?;
-        if let AuthState::Bearer { scopes, token: slot, .. } = &mut self.state {
+        if let AuthState::Bearer {
+            scopes,
+            token: slot,
+            ..
+        } = &mut self.state
+        {
             *scopes = want;
             *slot = Some(token.value);
         }
@@ -182,7 +260,13 @@ impl Registry {
 
     /// Sends a request to the registry with authorization; on a 401 with a
     /// Bearer challenge (e.g. a scope not yet granted), gets a new token once.
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
         if matches!(self.state, AuthState::Unknown) {
             self.ping()?;
         }
@@ -200,8 +284,11 @@ impl Registry {
                 self.ping()?;
             }
             _ if self.creds.is_some() => {
-                return Err(Error::with_kind(Kind::Auth, format!("{} refused the credentials", self.name))
-                    .hint("check the user name and password"))
+                return Err(Error::with_kind(
+                    Kind::Auth,
+                    format!("{} refused the credentials", self.name),
+                )
+                .hint("check the user name and password"))
             }
             _ => return Err(self.needs_credentials()),
         }
@@ -209,16 +296,28 @@ impl Registry {
         if resp.status == 401 {
             resp.discard()?;
             return Err(match self.creds {
-                Some(_) => Error::with_kind(Kind::Auth, format!("{} denied access with these credentials", self.name))
-                    .hint("check the user name, password and your rights on the repository"),
+                Some(_) => Error::with_kind(
+                    Kind::Auth,
+                    format!("{} denied access with these credentials", self.name),
+                )
+                .hint("check the user name, password and your rights on the repository"),
                 None => self.needs_credentials(),
             });
         }
         Ok(resp)
     }
 
-    fn send_authorized(&mut self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
-        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fn send_authorized(
+        &mut self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(a) = self.authorization(url) {
             all.push(("Authorization".into(), a));
         }
@@ -228,12 +327,20 @@ impl Registry {
 
     /// One logical request: retries transient failures, follows redirects by hand
     /// (Authorization dropped when the redirect leaves the registry's origin).
-    fn send_retrying(&mut self, method: &str, url: &Url, headers: &[(String, String)], body: &[u8], follow: bool) -> Result<Response> {
+    fn send_retrying(
+        &mut self,
+        method: &str,
+        url: &Url,
+        headers: &[(String, String)],
+        body: &[u8],
+        follow: bool,
+    ) -> Result<Response> {
         let home = url.origin();
         let mut url = url.clone();
         let mut hops = 0;
         loop {
-            let resp = self.send_with_backoff(method, &url, headers_for(&url, &home, headers), body)?;
+            let resp =
+                self.send_with_backoff(method, &url, headers_for(&url, &home, headers), body)?;
             if !follow || !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
             }
@@ -242,19 +349,37 @@ impl Registry {
                 return Err(Error::new(format!("too many redirects from {}", self.name)));
             }
             let Some(location) = resp.header("location").map(str::to_string) else {
-                return Err(Error::new(format!("{} sent a redirect without a Location", self.name)));
+                return Err(Error::new(format!(
+                    "{} sent a redirect without a Location",
+                    self.name
+                )));
             };
             resp.discard()?;
             url = url.join(&location).context("redirect location")?;
         }
     }
 
-    fn send_with_backoff(&mut self, method: &str, url: &Url, headers: Vec<(String, String)>, body: &[u8]) -> Result<Response> {
+    fn send_with_backoff(
+        &mut self,
+        method: &str,
+        url: &Url,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             crate::signal::check()?;
-            let req = Request { method, url, headers: headers.clone(), body: if body.is_empty() { Body::Empty } else { Body::Bytes(body) } };
+            let req = Request {
+                method,
+                url,
+                headers: headers.clone(),
+                body: if body.is_empty() {
+                    Body::Empty
+                } else {
+                    Body::Bytes(body)
+                },
+            };
             let wait = match self.http.send(req) {
                 Ok(resp) if attempt < MAX_ATTEMPTS && retryable_status(resp.status) => {
                     let wait = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
@@ -279,14 +404,21 @@ impl Registry {
             500..=599 | 429 => Kind::Transient,
             _ => Kind::Other,
         };
-        Error::with_kind(kind, format!("{what}: {} answered {status} {detail}", self.name))
+        Error::with_kind(
+            kind,
+            format!("{what}: {} answered {status} {detail}", self.name),
+        )
     }
 }
 
 /// Drops Authorization when a redirect leaves the origin the request was meant for.
 fn headers_for(url: &Url, home: &str, headers: &[(String, String)]) -> Vec<(String, String)> {
     let same = url.origin() == home;
-    headers.iter().filter(|(k, _)| same || !k.eq_ignore_ascii_case("authorization")).cloned().collect()
+    headers
+        .iter()
+        .filter(|(k, _)| same || !k.eq_ignore_ascii_case("authorization"))
+        .cloned()
+        .collect()
 }
 
 /// Scopes named by a Bearer challenge in a 401 (e.g. `insufficient_scope`).
@@ -295,7 +427,9 @@ fn challenged_scopes(resp: &Response) -> Vec<String> {
         .filter_map(|h| auth::parse_www_authenticate(h).ok())
         .flatten()
         .filter_map(|c| match c {
-            Challenge::Bearer { scope: Some(s), .. } => Some(s.split(' ').map(str::to_string).collect::<Vec<_>>()),
+            Challenge::Bearer { scope: Some(s), .. } => {
+                Some(s.split(' ').map(str::to_string).collect::<Vec<_>>())
+            }
             _ => None,
         })
         .flatten()
@@ -305,7 +439,10 @@ fn challenged_scopes(resp: &Response) -> Vec<String> {
 /// The `message` fields of a registry's `{"errors":[…]}` body.
 pub fn registry_error_text(body: &[u8]) -> Option<String> {
     let v = crate::json::parse(body, "error body").ok()?;
-    let errors: &Vec<tinyjson::JsonValue> = v.get::<std::collections::HashMap<String, tinyjson::JsonValue>>()?.get("errors")?.get()?;
+    let errors: &Vec<tinyjson::JsonValue> = v
+        .get::<std::collections::HashMap<String, tinyjson::JsonValue>>()?
+        .get("errors")?
+        .get()?;
     let texts: Vec<String> = errors
         .iter()
         .filter_map(|e| {
@@ -348,10 +485,17 @@ fn sleep_interruptible(d: Duration) -> Result<()> {
 /// Plain HTTP for loopback registries and those named with `--insecure`.
 pub fn plain_http(host: &str, insecure: &[String]) -> bool {
     let bare = host_without_port(host);
-    if bare == "localhost" || bare == "::1" || bare.starts_with("127.") && bare.parse::<std::net::Ipv4Addr>().is_ok() {
+    if bare == "localhost"
+        || bare == "::1"
+        || bare.starts_with("127.") && bare.parse::<std::net::Ipv4Addr>().is_ok()
+    {
         return true;
     }
-    insecure.iter().any(|i| i == host || (!i.contains(':') || i.starts_with('[') && i.ends_with(']')) && i.trim_matches(['[', ']']) == bare)
+    insecure.iter().any(|i| {
+        i == host
+            || (!i.contains(':') || i.starts_with('[') && i.ends_with(']'))
+                && i.trim_matches(['[', ']']) == bare
+    })
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -382,8 +526,12 @@ mod tests {
 
     #[test]
     fn registry_errors_are_summarised() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
-        assert_eq!(registry_error_text(body).as_deref(), Some("MANIFEST_UNKNOWN: manifest unknown"));
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(
+            registry_error_text(body).as_deref(),
+            Some("MANIFEST_UNKNOWN: manifest unknown")
+        );
         assert_eq!(registry_error_text(b"not json"), None);
     }
 }

@@ -33,28 +33,48 @@ pub fn manifest(reg: &mut Registry, repo: &str, reference: &str) -> Result<RawMa
     if resp.content_length().is_some_and(|n| n > MAX_MANIFEST) {
         bail!("manifest {repo}:{reference} is larger than {MAX_MANIFEST} bytes: refusing it");
     }
-    let content_type = resp.header("content-type").map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+    let content_type = resp
+        .header("content-type")
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
     let header_digest = resp.header("docker-content-digest").map(str::to_string);
-    let bytes = resp.read_limited(MAX_MANIFEST).with_context(|| format!("read manifest {repo}:{reference}"))?;
+    let bytes = resp
+        .read_limited(MAX_MANIFEST)
+        .with_context(|| format!("read manifest {repo}:{reference}"))?;
     let digest = Digest::of_bytes(&bytes);
     let expected = match reference.contains(':') {
         true => Some(Digest::parse(reference)?),
-        false => header_digest.as_deref().map(Digest::parse).transpose().context("Docker-Content-Digest header")?,
+        false => header_digest
+            .as_deref()
+            .map(Digest::parse)
+            .transpose()
+            .context("Docker-Content-Digest header")?,
     };
     if let Some(expected) = expected {
         crate::digest::verify(&format!("manifest {repo}:{reference}"), &expected, &digest)?;
     }
-    Ok(RawManifest { bytes, content_type, digest })
+    Ok(RawManifest {
+        bytes,
+        content_type,
+        digest,
+    })
 }
 
 /// Fetches a small blob (a config) whole, bounded by its descriptor size, and checks its digest.
-pub fn small_blob(reg: &mut Registry, repo: &str, digest: &Digest, size: u64, limit: u64) -> Result<Vec<u8>> {
+pub fn small_blob(
+    reg: &mut Registry,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>> {
     if size > limit {
         bail!("blob {digest} claims {size} bytes, more than the {limit} allowed for it");
     }
     let mut reader = BlobReader::open(reg, repo, digest, size)?;
     let mut bytes = Vec::with_capacity(size as usize);
-    reader.read_to_end(&mut bytes).with_context(|| format!("read blob {digest}"))?;
+    reader
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("read blob {digest}"))?;
     crate::digest::verify(&format!("blob {digest}"), digest, &Digest::of_bytes(&bytes))?;
     Ok(bytes)
 }
@@ -74,9 +94,22 @@ pub struct BlobReader<'r> {
 const MAX_RESUMES: u32 = 3;
 
 impl<'r> BlobReader<'r> {
-    pub fn open(reg: &'r mut Registry, repo: &str, digest: &Digest, size: u64) -> Result<BlobReader<'r>> {
+    pub fn open(
+        reg: &'r mut Registry,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BlobReader<'r>> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let mut r = BlobReader { reg, path, digest: digest.clone(), size, offset: 0, resp: None, resumes: 0 };
+        let mut r = BlobReader {
+            reg,
+            path,
+            digest: digest.clone(),
+            size,
+            offset: 0,
+            resp: None,
+            resumes: 0,
+        };
         r.resp = Some(r.get(None)?);
         Ok(r)
     }
@@ -88,13 +121,20 @@ impl<'r> BlobReader<'r> {
         let what = format!("blob {}", self.digest);
         match (resp.status, from) {
             (200, None) | (206, Some(_)) => {}
-            (404, _) => return Err(self.reg.status_error(resp, &what, 404).hint("the registry lost this blob or the image is incomplete")),
+            (404, _) => {
+                return Err(self
+                    .reg
+                    .status_error(resp, &what, 404)
+                    .hint("the registry lost this blob or the image is incomplete"))
+            }
             (s, _) => return Err(self.reg.status_error(resp, &what, s)),
         }
         if let Some(len) = resp.content_length() {
             let expect = self.size - from.unwrap_or(0);
             if len != expect {
-                return Err(Error::new(format!("{what}: registry sent {len} bytes, the manifest says {expect}")));
+                return Err(Error::new(format!(
+                    "{what}: registry sent {len} bytes, the manifest says {expect}"
+                )));
             }
         }
         Ok(resp)
@@ -114,22 +154,41 @@ impl<'r> BlobReader<'r> {
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let Some(resp) = self.resp.as_mut() else { return Ok(0) };
-            let cap = buf.len().min((self.size - self.offset).min(usize::MAX as u64) as usize).max(1);
+            let Some(resp) = self.resp.as_mut() else {
+                return Ok(0);
+            };
+            let cap = buf
+                .len()
+                .min((self.size - self.offset).min(usize::MAX as u64) as usize)
+                .max(1);
             match resp.read(&mut buf[..cap]) {
                 Ok(0) if self.offset < self.size => {
-                    let e = Error::with_kind(Kind::Transient, format!("connection closed after {} of {} bytes", self.offset, self.size));
+                    let e = Error::with_kind(
+                        Kind::Transient,
+                        format!(
+                            "connection closed after {} of {} bytes",
+                            self.offset, self.size
+                        ),
+                    );
                     self.resume(e)?;
                 }
                 Ok(0) => return Ok(0),
                 Ok(n) if self.offset + n as u64 > self.size => {
-                    return Err(Error::new(format!("blob {} is larger than the {} bytes its descriptor says", self.digest, self.size)).into())
+                    return Err(Error::new(format!(
+                        "blob {} is larger than the {} bytes its descriptor says",
+                        self.digest, self.size
+                    ))
+                    .into())
                 }
                 Ok(n) => {
                     self.offset += n as u64;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && crate::signal::interrupted() => return Err(e),
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted && crate::signal::interrupted() =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
                     let err: Error = e.into();
                     self.resume(err)?;

@@ -64,7 +64,12 @@ pub fn mount(reg: &mut Registry, repo: &str, digest: &Digest, from: &str) -> Res
 
 /// Opens an upload session (POST).
 pub fn start(reg: &mut Registry, repo: &str) -> Result<Session> {
-    let resp = reg.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[("Content-Length", "0")], &[])?;
+    let resp = reg.request(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[("Content-Length", "0")],
+        &[],
+    )?;
     match resp.status {
         202 => session_from(reg, resp),
         s => Err(reg.status_error(resp, &format!("start upload to {repo}"), s)),
@@ -75,15 +80,29 @@ fn session_from(reg: &Registry, resp: crate::http::Response) -> Result<Session> 
     let Some(location) = resp.header("location").map(str::to_string) else {
         bail!("{} opened an upload without a Location header", reg.name());
     };
-    let min_chunk = resp.header("oci-chunk-min-length").and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+    let min_chunk = resp
+        .header("oci-chunk-min-length")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
     resp.discard()?;
-    Ok(Session { location, offset: 0, min_chunk })
+    Ok(Session {
+        location,
+        offset: 0,
+        min_chunk,
+    })
 }
 
 impl Session {
     /// Sends `size` bytes from `data` and commits them as `digest`. Small blobs
     /// go in one PUT; larger ones in bounded PATCH chunks, resumed after errors.
-    pub fn upload(mut self, reg: &mut Registry, data: &mut dyn Read, digest: &Digest, size: u64, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    pub fn upload(
+        mut self,
+        reg: &mut Registry,
+        data: &mut dyn Read,
+        digest: &Digest,
+        size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let chunk = CHUNK.max(self.min_chunk);
         if size <= chunk as u64 {
             let mut buf = Vec::with_capacity(size as usize);
@@ -120,14 +139,20 @@ impl Session {
             }
             self.refresh_status(reg)?;
             if self.offset < start || self.offset > start + chunk.len() as u64 {
-                bail!("registry reports upload offset {} outside the chunk sent from {start}", self.offset);
+                bail!(
+                    "registry reports upload offset {} outside the chunk sent from {start}",
+                    self.offset
+                );
             }
         }
     }
 
     fn patch(&mut self, reg: &mut Registry, bytes: &[u8]) -> Result<()> {
         let range = format!("{}-{}", self.offset, self.offset + bytes.len() as u64 - 1);
-        let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", range.as_str())];
+        let headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", range.as_str()),
+        ];
         let resp = reg.request("PATCH", &self.location, &headers, bytes)?;
         match resp.status {
             202 | 204 => {
@@ -140,7 +165,10 @@ impl Session {
             }
             416 => {
                 resp.discard()?;
-                Err(Error::with_kind(Kind::Transient, "registry rejected the chunk's range"))
+                Err(Error::with_kind(
+                    Kind::Transient,
+                    "registry rejected the chunk's range",
+                ))
             }
             s => Err(reg.status_error(resp, "upload chunk", s)),
         }
@@ -163,14 +191,22 @@ impl Session {
         if let Some(l) = resp.header("location") {
             self.location = l.to_string();
         }
-        if let Some(end) = resp.header("range").and_then(|r| r.trim().rsplit('-').next()).and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(end) = resp
+            .header("range")
+            .and_then(|r| r.trim().rsplit('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             self.offset = end + 1;
         }
     }
 
     /// PUT `?digest=` with the last bytes (possibly none): the blob is committed.
     fn finish(self, reg: &mut Registry, digest: &Digest, last: &[u8]) -> Result<()> {
-        let sep = if self.location.contains('?') { '&' } else { '?' };
+        let sep = if self.location.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let url = format!("{}{sep}digest={digest}", self.location);
         let headers = [("Content-Type", "application/octet-stream")];
         let resp = reg.request("PUT", &url, &headers, last)?;
@@ -196,8 +232,19 @@ fn check_len(buf: &[u8], size: u64) -> Result<()> {
 }
 
 /// PUTs a manifest under `reference` (a tag or digest) and returns its digest.
-pub fn put_manifest(reg: &mut Registry, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
-    let resp = reg.request("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], bytes)?;
+pub fn put_manifest(
+    reg: &mut Registry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<Digest> {
+    let resp = reg.request(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Content-Type", media_type)],
+        bytes,
+    )?;
     match resp.status {
         201 | 200 | 202 => {
             resp.discard()?;
