@@ -56,7 +56,7 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
 	@echo "installed $(DESTDIR)$(BINDIR)/barge"
 
-test:
+test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test

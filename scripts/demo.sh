@@ -64,11 +64,11 @@ run skopeo copy -q --dest-tls-verify=false "oci:$OCI:latest" "docker://$REF"
 printf '\n$ skopeo inspect --tls-verify=false docker://%s | jq ...\n' "$REF"
 skopeo inspect --tls-verify=false "docker://$REF" | jq '{Digest, Layers, Os, Architecture}'
 
-step "step 2: barge pull into a plain directory"
-DIR=$WORK/rootfs
-if ! run "$BARGE" pull "$REF" -r "$DIR"; then
+step "step 2: barge pull -g: the root filesystem, one git branch per layer"
+DIR=$WORK/busybox
+if ! run "$BARGE" pull "$REF" -r "$DIR" -g; then
   echo >&2
-  echo "demo.sh: FAILED at step 2: 'barge pull $REF -r $DIR' did not succeed (see the error above)" >&2
+  echo "demo.sh: FAILED at step 2: 'barge pull $REF -r $DIR -g' did not succeed (see the error above)" >&2
   exit 1
 fi
 if [[ ! -x $DIR/bin/busybox ]]; then
@@ -79,11 +79,31 @@ run ls -la "$DIR"
 ls -la "$DIR/bin" > "$WORK/bin.txt"
 printf '\n$ ls -la %s | head\n' "$DIR/bin"
 head -n 12 "$WORK/bin.txt"
-echo "... $(find "$DIR" | wc -l) paths in the tree"
+echo "... $(find "$DIR" -path "$DIR/.git" -prune -o -print | wc -l) paths in the tree"
+run git -C "$DIR" branch
 run chroot "$DIR" /bin/busybox echo "hello from a rootfs pulled by barge"
 
-# step 3/4: commit and push — added with barge commit/push
-#   (barge pull -g to record layers in git; change a file in $DIR; barge commit; barge push to
-#    $REGISTRY/demo/busybox:changed; pull it back into a second directory and diff the trees)
+step "step 3: change the tree (as a container would) and commit exactly that as a new layer"
+run chroot "$DIR" /bin/sh -c 'echo "barge demo" > /etc/motd && rm /bin/vi && mkdir -p /srv/www && echo hi > /srv/www/index.html && chmod 0700 /root'
+run git -C "$DIR" status --short
+run "$BARGE" commit -r "$DIR" -m "demo: motd, no vi, a web root"
+run git -C "$DIR" branch
+run git -C "$DIR" log -1
 
-step "done: pulled $REF with barge into $DIR (removed on exit unless DEMO_KEEP=1)"
+step "step 4: push it under a new name; the base layer is mounted, not uploaded again"
+NEW=$REGISTRY/demo/busybox_changed:v1
+run "$BARGE" push "$NEW" -r "$DIR"
+
+step "step 5: pull it back into a fresh directory and compare the trees"
+BACK=$WORK/back
+run "$BARGE" pull "$NEW" -r "$BACK"
+run cat "$BACK/etc/motd"
+printf '\n$ diff -r --no-dereference %s %s (without .git)\n' "$DIR" "$BACK"
+if diff -r --no-dereference --exclude=.git "$DIR" "$BACK"; then
+  echo "identical: the pushed image is the tree we changed"
+else
+  echo "demo.sh: FAILED at step 5: the pulled-back tree differs" >&2
+  exit 1
+fi
+
+step "done: pulled, changed, committed, pushed and pulled back $REF (work dir removed on exit unless DEMO_KEEP=1)"
