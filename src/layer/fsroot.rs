@@ -140,18 +140,42 @@ impl Root {
                 "invalid final path component",
             ));
         }
+        Ok((At(self.dir_fd(dir)?), name))
+    }
+
+    /// An fd for directory `dir` (the root for the empty path), following symlinks
+    /// inside the root; cached until the next `invalidate`.
+    fn dir_fd(&mut self, dir: &[u8]) -> io::Result<RawFd> {
         if dir.is_empty() {
-            return Ok((At(self.fd.as_raw_fd()), name));
+            return Ok(self.fd.as_raw_fd());
         }
         if let Some((cached, fd)) = &self.cache {
             if cached.as_slice() == dir {
-                return Ok((At(fd.as_raw_fd()), name));
+                return Ok(fd.as_raw_fd());
             }
         }
         let fd = self.resolve_dir(dir)?;
         let raw = fd.as_raw_fd();
         self.cache = Some((dir.to_vec(), fd));
-        Ok((At(raw), name))
+        Ok(raw)
+    }
+
+    /// Metadata of directory `dir` itself, reached by following symlinks inside the root.
+    pub fn dir_meta(&mut self, dir: &[u8]) -> io::Result<Meta> {
+        let fd = self.dir_fd(dir)?;
+        fstat(fd)
+    }
+
+    /// Sets the mtime of directory `dir` (symlinks followed inside the root),
+    /// leaving its atime alone.
+    pub fn set_dir_mtime(&mut self, dir: &[u8], mtime: (i64, i64)) -> io::Result<()> {
+        let at = self.dir_fd(dir)?;
+        let fd = open_dir_at(at, c".")?;
+        let mut omit = timespec((0, 0));
+        omit.tv_nsec = libc::UTIME_OMIT;
+        let ts = [omit, timespec(mtime)];
+        cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })?;
+        Ok(())
     }
 
     /// Opens directory `dir` (relative; every component followed inside the root) as O_PATH.
@@ -455,6 +479,25 @@ impl Root {
         let c = cstring(name)?;
         open_dir_at(at.0, &c)
     }
+}
+
+/// Sets owner and group of an open file.
+pub fn fchown(f: &File, uid: u32, gid: u32) -> io::Result<()> {
+    cvt(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })?;
+    Ok(())
+}
+
+/// Sets the permission bits (incl. setuid/setgid/sticky) of an open file.
+pub fn fchmod(f: &File, mode: u32) -> io::Result<()> {
+    cvt(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })?;
+    Ok(())
+}
+
+/// Sets access and modification times of an open file.
+pub fn futimes(f: &File, mtime: (i64, i64), atime: (i64, i64)) -> io::Result<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    cvt(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })?;
+    Ok(())
 }
 
 /// Sets an extended attribute on an open file.
