@@ -48,7 +48,8 @@ impl Meta {
             mtime_nsec: st.st_mtime_nsec,
             ino: st.st_ino,
             dev: st.st_dev,
-            nlink: st.st_nlink as u64,
+            #[allow(clippy::useless_conversion)]
+            nlink: u64::from(st.st_nlink),
         }
     }
 
