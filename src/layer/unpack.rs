@@ -122,7 +122,7 @@ fn tar_error(e: io::Error) -> Error {
 struct LayerReader<R> {
     inner: R,
     pos: u64,
-    /// Where the current entry's data ends; EOF exactly there is a normal end.
+    /// Where the current entry's data ends; EOF there (or inside its padding) is a normal end.
     pad_at: Rc<Cell<u64>>,
     pad_left: usize,
 }
@@ -143,7 +143,9 @@ impl<R: Read> Read for LayerReader<R> {
             }
             Err(e) => return Err(e),
         };
-        if n == 0 && self.pos == self.pad_at.get() && self.pos % 512 != 0 && !buf.is_empty() {
+        let data_end = self.pad_at.get();
+        let in_padding = self.pos >= data_end && self.pos - data_end < 512;
+        if n == 0 && in_padding && self.pos % 512 != 0 && !buf.is_empty() {
             self.pad_left = (512 - self.pos % 512) as usize;
             return self.read(buf);
         }
@@ -1214,6 +1216,35 @@ mod tests {
     }
 
     #[test]
+    fn not_root_skips_devices_and_owners() {
+        let mut s = Scene::new(false);
+        let mut h = tb().header(b"owned", tar::EntryType::Regular, 1, 0o4755);
+        h.set_uid(1000);
+        h.set_cksum();
+        let mut t = tb();
+        t.raw(&h, b"x");
+        let t = t
+            .node("dev", tar::EntryType::Block, 0o600)
+            .node("fifo", tar::EntryType::Fifo, 0o600)
+            .end();
+        let opts = UnpackOptions { as_root: false };
+        let stats = apply_layer(&mut s.r, &t[..], &opts, &mut s.changes).unwrap();
+        assert_eq!((stats.skipped_devices, stats.skipped_owners), (1, 1));
+        assert!(!s.p("dev").exists());
+        assert!(std::fs::symlink_metadata(s.p("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert_eq!(s.changes.len(), 3);
+        // Partial padding after the last entry's data is a normal end too.
+        let mut t = tb().file("p", b"abc").0;
+        t.truncate(t.len() - 100);
+        apply_layer(&mut s.r, &t[..], &opts, &mut s.changes).unwrap();
+        assert_eq!(std::fs::read(s.p("p")).unwrap(), b"abc");
+        s.check_outside();
+    }
+
+    #[test]
     fn truncated_and_interrupted_streams_fail() {
         let mut s = Scene::new(true);
         let t = tb().file("a", &[7u8; 3000]).end();
@@ -1270,6 +1301,32 @@ mod tests {
         );
     }
 
+    /// Applies gzip layers to a directory, for comparing with `umoci unpack`:
+    /// `BARGE_LAYERS=l1.tar.gz,l2.tar.gz BARGE_OUT=/empty/dir`, run with `--ignored`.
+    #[test]
+    #[ignore]
+    fn manual_apply_layers() {
+        let (Some(layers), Some(out)) = (
+            std::env::var("BARGE_LAYERS").ok(),
+            std::env::var_os("BARGE_OUT"),
+        ) else {
+            return;
+        };
+        let mut r = Root::open(Path::new(&out)).unwrap();
+        for l in layers.split(',') {
+            let gz = crate::layer::gzip::GzipReader::new(std::fs::File::open(l).unwrap());
+            let mut h = crate::digest::HashReader::new(gz);
+            let stats = apply_layer(
+                &mut r,
+                &mut h,
+                &UnpackOptions::for_current_user(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+            println!("{l}: {stats:?} diff_id {}", h.finish().0);
+        }
+    }
+
     /// Extraction speed on many small files (run with `--ignored --nocapture`;
     /// compare with `tar -xf` of the same archive).
     #[test]
@@ -1304,5 +1361,25 @@ mod tests {
             );
         }
         println!("tar file for comparison: {}", tarfile.display());
+        // A real tar (e.g. a debootstrap rootfs): BARGE_TAR_BENCH=/path/to.tar
+        if let Some(path) = std::env::var_os("BARGE_TAR_BENCH") {
+            let s = Scene::new(true);
+            // BARGE_TAR_BENCH_OUT=/empty/dir keeps the tree there for comparisons.
+            let out = std::env::var_os("BARGE_TAR_BENCH_OUT").map_or(s.root.clone(), PathBuf::from);
+            let f =
+                std::io::BufReader::with_capacity(128 * 1024, std::fs::File::open(path).unwrap());
+            let start = std::time::Instant::now();
+            let stats = apply_layer(
+                &mut Root::open(&out).unwrap(),
+                f,
+                &UnpackOptions::for_current_user(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+            println!(
+                "real tar: {stats:?} in {:.3}s",
+                start.elapsed().as_secs_f64()
+            );
+        }
     }
 }
