@@ -1,1 +1,335 @@
 //! Atomic placement: extract into a staging directory and rename it into place only on success; remove it on failure.
+//!
+//! If the target does not exist, the staging directory is made beside it
+//! (`.<name>.barge-XXXXXX`, same filesystem) and renamed onto it at the end. If
+//! the target is an empty directory (often a freshly mounted filesystem), the
+//! staging directory is made inside it and its children are moved up at the end.
+//! Until `commit`, dropping the `Stage` removes everything it created, so the
+//! target is left exactly as it was.
+
+use crate::error::{Context, Error, Result};
+use crate::layer::fsroot::{self, remove_tree_at};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of the staging directory while layers are extracted into it.
+const STAGING_MODE: u32 = 0o700;
+/// Mode given to the target if no layer set the root directory's mode.
+const DEFAULT_ROOT_MODE: u32 = 0o755;
+
+/// A staging directory that becomes `target` on `commit` and vanishes otherwise.
+pub struct Stage {
+    target: PathBuf,
+    staging: PathBuf,
+    /// The staging directory is inside an existing empty target.
+    inside: bool,
+    committed: bool,
+}
+
+impl Stage {
+    /// Prepares staging for `target`, which must not exist or be an empty directory.
+    pub fn create(target: &Path) -> Result<Stage> {
+        let shown = target.display();
+        let inside = match std::fs::metadata(target) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::new(format!("{shown} exists and is not a directory"))
+                    .hint("choose another directory with --rootfs"))
+            }
+            Ok(_) => {
+                let mut entries =
+                    std::fs::read_dir(target).with_context(|| format!("reading {shown}"))?;
+                if entries.next().is_some() {
+                    return Err(Error::new(format!("{shown} exists and is not empty")).hint(
+                        "choose another directory with --rootfs, or remove or empty this one",
+                    ));
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::from(e).context(format!("checking {shown}"))),
+        };
+        let staging = if inside {
+            make_unique_dir(target, ".barge-staging")?
+        } else {
+            let name = target
+                .file_name()
+                .ok_or_else(|| Error::new(format!("invalid target directory {shown}")))?;
+            let parent = match target.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let prefix = format!(".{}.barge", name.to_string_lossy());
+            make_unique_dir(parent, &prefix).map_err(|e| {
+                e.hint(format!(
+                    "make sure the parent directory of {shown} exists and is writable"
+                ))
+            })?
+        };
+        Ok(Stage {
+            target: target.to_path_buf(),
+            staging,
+            inside,
+            committed: false,
+        })
+    }
+
+    /// Where the layers are to be extracted.
+    pub fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Puts the extracted tree in place as the target, with the root directory's
+    /// mode, owner and mtime as the layers set them.
+    pub fn commit(mut self) -> Result<()> {
+        let meta = std::fs::symlink_metadata(&self.staging)
+            .with_context(|| format!("reading {}", self.staging.display()))?;
+        let mut mode = meta.permissions().mode() & 0o7777;
+        if mode == STAGING_MODE {
+            mode = DEFAULT_ROOT_MODE;
+        }
+        let shown = self.target.display().to_string();
+        if self.inside {
+            self.move_children_up()
+                .with_context(|| format!("moving the extracted tree into {shown}"))?;
+        } else {
+            std::fs::rename(&self.staging, &self.target)
+                .with_context(|| format!("renaming the extracted tree to {shown}"))?;
+        }
+        self.committed = true;
+        apply_root_meta(&self.target, &meta, mode)
+            .with_context(|| format!("setting the metadata of {shown}"))
+    }
+
+    /// Inside-target case: renames each child of the staging dir into the target.
+    fn move_children_up(&self) -> Result<()> {
+        let staging = open_dir(&self.staging)?;
+        let target = open_dir(&self.target)?;
+        let children = fsroot::read_dir_fd(dup(&staging)?)?;
+        for (name, _) in children {
+            let c = CString::new(name).map_err(|_| Error::new("NUL byte in a file name"))?;
+            let r = unsafe {
+                libc::renameat(
+                    staging.as_raw_fd(),
+                    c.as_ptr(),
+                    target.as_raw_fd(),
+                    c.as_ptr(),
+                )
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        std::fs::remove_dir(&self.staging)?;
+        Ok(())
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Remove the staging tree by fd, never following symlinks inside it.
+        let (Some(parent), Some(name)) = (self.staging.parent(), self.staging.file_name()) else {
+            return;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let (Ok(dir), Ok(name)) = (open_dir(parent), CString::new(name.as_bytes())) {
+            let _ = remove_tree_at(dir.as_raw_fd(), &name);
+        }
+    }
+}
+
+/// Owner (where permitted), mode and mtime of the committed root.
+fn apply_root_meta(target: &Path, meta: &std::fs::Metadata, mode: u32) -> Result<()> {
+    let dir = open_dir(target)?;
+    let fd = dir.as_raw_fd();
+    let now = std::fs::metadata(target)?;
+    if now.uid() != meta.uid() || now.gid() != meta.gid() {
+        // Not root: the owner cannot be changed; that is expected and not an error.
+        let _ = unsafe { libc::fchown(fd, meta.uid(), meta.gid()) };
+    }
+    if unsafe { libc::fchmod(fd, mode as libc::mode_t) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut atime: libc::timespec = unsafe { std::mem::zeroed() };
+    atime.tv_nsec = libc::UTIME_OMIT;
+    let mut mtime: libc::timespec = unsafe { std::mem::zeroed() };
+    mtime.tv_sec = meta.mtime() as libc::time_t;
+    mtime.tv_nsec = meta.mtime_nsec() as _;
+    let ts = [atime, mtime];
+    if unsafe { libc::futimens(fd, ts.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Creates `dir/<prefix>-XXXXXX` (mode 0700) with a fresh random-ish suffix.
+fn make_unique_dir(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    let mut seed = seed();
+    for _ in 0..100 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let suffix: String = (0..6)
+            .map(|i| {
+                const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+                let k = ((seed >> (10 + i * 6)) % CHARS.len() as u64) as usize;
+                CHARS.get(k).copied().unwrap_or(b'x') as char
+            })
+            .collect();
+        let path = dir.join(format!("{prefix}-{suffix}"));
+        match std::fs::DirBuilder::new().mode(STAGING_MODE).create(&path) {
+            Ok(()) => {
+                // The umask may have narrowed the mode; make it exactly 0700.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(STAGING_MODE))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::from(e)
+                    .context(format!("creating a staging directory in {}", dir.display())))
+            }
+        }
+    }
+    Err(Error::new(format!(
+        "creating a staging directory in {}: too many name collisions",
+        dir.display()
+    )))
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+fn open_dir(p: &Path) -> Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::new("NUL byte in a path"))?;
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::from(std::io::Error::last_os_error()).context(p.display()));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
+    Ok(fd.try_clone()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::fsroot::tests::TempDir;
+
+    fn names(p: &Path) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn fill(p: &Path) {
+        std::fs::create_dir(p.join("etc")).unwrap();
+        std::fs::write(p.join("etc/hostname"), b"h").unwrap();
+        std::os::unix::fs::symlink("/", p.join("loop")).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o751)).unwrap();
+    }
+
+    #[test]
+    fn commit_into_new_directory() {
+        let t = TempDir::new("stage");
+        let target = t.path().join("rootfs");
+        let s = Stage::create(&target).unwrap();
+        assert!(s.path().starts_with(t.path()));
+        assert!(s
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".rootfs.barge-"));
+        assert_eq!(
+            std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fill(s.path());
+        s.commit().unwrap();
+        assert_eq!(names(t.path()), ["rootfs"]);
+        assert_eq!(names(&target), ["etc", "loop"]);
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o751
+        );
+    }
+
+    #[test]
+    fn commit_into_empty_existing_directory() {
+        let t = TempDir::new("stage");
+        let target = t.path().join("mnt");
+        std::fs::create_dir(&target).unwrap();
+        let s = Stage::create(&target).unwrap();
+        assert!(s.path().starts_with(&target));
+        fill(s.path());
+        s.commit().unwrap();
+        assert_eq!(names(&target), ["etc", "loop"]);
+        assert_eq!(names(t.path()), ["mnt"]);
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o751
+        );
+    }
+
+    #[test]
+    fn refuses_non_empty_directory_and_files() {
+        let t = TempDir::new("stage");
+        let target = t.path().join("full");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"").unwrap();
+        let e = Stage::create(&target).err().unwrap();
+        assert!(e.message().ends_with("exists and is not empty"), "{e}");
+        assert!(e.hint_text().is_some());
+        std::fs::write(t.path().join("file"), b"").unwrap();
+        assert!(Stage::create(&t.path().join("file")).is_err());
+        assert!(Stage::create(&t.path().join("no/such/parent")).is_err());
+        assert_eq!(names(t.path()), ["file", "full"]);
+    }
+
+    #[test]
+    fn drop_cleans_up_without_following_symlinks() {
+        let t = TempDir::new("stage");
+        std::fs::write(t.path().join("canary"), b"alive").unwrap();
+        let target = t.path().join("new");
+        let s = Stage::create(&target).unwrap();
+        fill(s.path());
+        std::os::unix::fs::symlink(t.path(), s.path().join("up")).unwrap();
+        std::fs::create_dir(s.path().join("ro")).unwrap();
+        std::fs::write(s.path().join("ro/f"), b"").unwrap();
+        std::fs::set_permissions(s.path().join("ro"), std::fs::Permissions::from_mode(0o555))
+            .unwrap();
+        drop(s);
+        assert_eq!(names(t.path()), ["canary"]);
+        // Inside an empty target: the target stays, empty.
+        let target = t.path().join("mnt");
+        std::fs::create_dir(&target).unwrap();
+        let s = Stage::create(&target).unwrap();
+        fill(s.path());
+        drop(s);
+        assert!(names(&target).is_empty());
+        assert_eq!(std::fs::read(t.path().join("canary")).unwrap(), b"alive");
+    }
+}
