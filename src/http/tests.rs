@@ -821,3 +821,41 @@ fn https_through_connect_proxy() {
         heads[0]
     );
 }
+
+/// A TLS server answering one request with a close-delimited body, with or without close_notify.
+fn tls_close_delimited(close_notify: bool) -> (u16, JoinHandle<()>) {
+    let config = server_config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+        read_request(&mut r).unwrap();
+        let s = r.get_mut();
+        s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").unwrap();
+        if close_notify {
+            s.conn.send_close_notify();
+        }
+        s.flush().unwrap();
+    });
+    (port, handle)
+}
+
+#[test]
+fn tls_close_delimited_body_needs_close_notify() {
+    for close_notify in [true, false] {
+        let (port, server) = tls_close_delimited(close_notify);
+        let mut c = client(vec![certs().ca()]);
+        let mut resp = send(&mut c, "GET", &format!("https://127.0.0.1:{port}/")).unwrap();
+        let body = resp.read_limited(100);
+        server.join().unwrap();
+        if close_notify {
+            assert_eq!(body.unwrap(), b"until close");
+        } else {
+            let e = body.unwrap_err();
+            assert_eq!(e.kind(), Kind::Transient);
+            assert!(e.to_string().contains("close_notify"), "{e}");
+        }
+    }
+}
