@@ -99,8 +99,9 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 /// Whether a `NO_PROXY` list says `host:port` should bypass the proxy.
 ///
 /// Entries are comma-separated: `*` (everything), a domain (matches itself
-/// and its subdomains, with or without a leading dot), or an IP address; each
-/// may carry `:port` (IPv6 in brackets for that) to restrict the match.
+/// and its subdomains, with or without a leading dot), an IP address or a
+/// CIDR network; names and addresses may carry `:port` (IPv6 in brackets for
+/// that) to restrict the match.
 pub(crate) fn no_proxy_matches(no_proxy: Option<&str>, host: &str, port: u16) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     no_proxy
@@ -116,6 +117,9 @@ fn entry_matches(entry: &str, host: &str, port: u16) -> bool {
     if entry == "*" {
         return true;
     }
+    if let Some((net, bits)) = entry.split_once('/') {
+        return cidr_contains(net, bits, host);
+    }
     let (name, entry_port) = split_entry_port(entry);
     if entry_port.is_some_and(|p| p != port) {
         return false;
@@ -125,6 +129,33 @@ fn entry_matches(entry: &str, host: &str, port: u16) -> bool {
     }
     let name = name.trim_start_matches('.').trim_end_matches('.');
     !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
+}
+
+/// Whether the IP address `host` lies in the network `net`/`bits` (e.g. `10.0.0.0/8`).
+fn cidr_contains(net: &str, bits: &str, host: &str) -> bool {
+    let (Ok(net), Ok(bits), Ok(host)) = (
+        net.parse::<IpAddr>(),
+        bits.parse::<u32>(),
+        host.parse::<IpAddr>(),
+    ) else {
+        return false;
+    };
+    let masked = |a: u128, width: u32| {
+        if bits == 0 {
+            0
+        } else {
+            a >> (width - bits.min(width))
+        }
+    };
+    match (net, host) {
+        (IpAddr::V4(n), IpAddr::V4(h)) if bits <= 32 => {
+            masked(u32::from(n).into(), 32) == masked(u32::from(h).into(), 32)
+        }
+        (IpAddr::V6(n), IpAddr::V6(h)) if bits <= 128 => {
+            masked(u128::from(n), 128) == masked(u128::from(h), 128)
+        }
+        _ => false,
+    }
 }
 
 /// Splits `host[:port]`, `[v6][:port]` or a bare IPv6 address.
@@ -279,6 +310,15 @@ mod tests {
             ("[fd00::1]:5000", "fd00::1", 5001, false),
             ("", "example.com", 80, false),
             (",,", "example.com", 80, false),
+            ("10.0.0.0/8", "10.200.3.4", 80, true),
+            ("10.0.0.0/8", "11.0.0.1", 80, false),
+            ("192.168.1.0/24", "192.168.1.77", 80, true),
+            ("192.168.1.0/24", "192.168.2.1", 80, false),
+            ("0.0.0.0/0", "8.8.8.8", 80, true),
+            ("fd00::/8", "fd12::1", 80, true),
+            ("fd00::/8", "fe80::1", 80, false),
+            ("10.0.0.0/8", "example.com", 80, false),
+            ("10.0.0.0/33", "10.0.0.1", 80, false),
             (".", "example.com", 80, false),
         ];
         for (list, host, port, want) in cases {
