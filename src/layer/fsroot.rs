@@ -384,10 +384,11 @@ impl Root {
             self.cache = None;
             remove_tree_at(parent.as_raw_fd(), &c)?;
         } else {
+            // `at` may be the cached parent: unlink first, then drop the cache.
+            cvt(unsafe { libc::unlinkat(at.0, c.as_ptr(), 0) })?;
             if meta.is_symlink() {
                 self.cache = None;
             }
-            cvt(unsafe { libc::unlinkat(at.0, c.as_ptr(), 0) })?;
         }
         Ok(true)
     }
