@@ -19,9 +19,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 
-/// Path of the barge binary cargo built for these tests.
-pub fn barge_path() -> &'static str {
-    env!("CARGO_BIN_EXE_barge")
+/// Path of the barge binary cargo built for these tests. `BARGE_TEST_BIN` overrides it
+/// (to check the harness against a stand-in implementation).
+pub fn barge_path() -> String {
+    std::env::var("BARGE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_barge").to_string())
 }
 
 /// Runs `barge ARGS` in a clean environment (no proxies, no credential files) and
@@ -41,6 +42,7 @@ pub fn barge_env(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
 /// directory, so no credentials of the machine leak into a test.
 pub fn barge_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let mut cmd = Command::new(barge_path());
+    cmd.env_remove("BARGE_TEST_BIN");
     cmd.args(args).stdin(Stdio::null());
     for var in [
         "HTTP_PROXY",
