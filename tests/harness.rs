@@ -42,6 +42,41 @@ fn plain_registry_starts_stops_and_restarts() {
 }
 
 #[test]
+fn registry_access_log_shows_uploads() {
+    let reg = Registry::start(Mode::Plain);
+    let f = Fixtures::get();
+    let mark = reg.log_mark();
+    fixtures::push(&reg, &f.layout, "busybox", "test/a:1", false);
+    let up = reg.uploaded_blobs_since(mark);
+    let m = f.layout.manifest("busybox");
+    let layers: &Vec<tinyjson::JsonValue> = m["layers"].get().unwrap();
+    let layer = fixtures::str_of(&layers[0]["digest"]);
+    let config = fixtures::str_of(&m["config"]["digest"]);
+    assert!(
+        up.contains(&layer) && up.contains(&config),
+        "uploads: {up:?}"
+    );
+    let mark = reg.log_mark();
+    fixtures::push(&reg, &f.layout, "busybox", "test/a:2", false);
+    assert!(
+        reg.uploaded_blobs_since(mark).is_empty(),
+        "second push uploaded again"
+    );
+    let mark = reg.log_mark();
+    fixtures::push(&reg, &f.layout, "busybox", "test/b:1", false);
+    let again = reg.uploaded_blobs_since(mark);
+    let mounted = reg.mounted_blobs_since(mark);
+    assert!(
+        !again.contains(&layer) || mounted.is_empty(),
+        "{again:?} {mounted:?}"
+    );
+    assert!(reg
+        .access_log()
+        .iter()
+        .any(|a| a.method == "PUT" && a.path == "/v2/test/b/manifests/1"));
+}
+
+#[test]
 fn tls_basic_registry_requires_ca_and_password() {
     let reg = Registry::start(Mode::TlsBasic);
     let ca = reg.ca_file.clone().unwrap();

@@ -126,6 +126,46 @@ impl Registry {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// A mark in the log (its current length), for [`Registry::access_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// The HTTP requests the registry answered (from its access log), oldest first.
+    pub fn access_log(&self) -> Vec<Access> {
+        self.access_log_since(0)
+    }
+
+    /// The HTTP requests answered after `mark` (from [`Registry::log_mark`]).
+    pub fn access_log_since(&self, mark: usize) -> Vec<Access> {
+        let log = self.log();
+        log.get(mark..)
+            .unwrap_or("")
+            .lines()
+            .filter_map(parse_access)
+            .collect()
+    }
+
+    /// Digests of blobs whose upload completed (`PUT .../blobs/uploads/...?digest=`
+    /// answered 201) after `mark`.
+    pub fn uploaded_blobs_since(&self, mark: usize) -> Vec<String> {
+        self.access_log_since(mark)
+            .into_iter()
+            .filter(|a| a.method == "PUT" && a.status == 201 && a.path.contains("/blobs/uploads/"))
+            .filter_map(|a| query_param(&a.path, "digest"))
+            .collect()
+    }
+
+    /// Digests of blobs mounted from another repository (`POST ?mount=` answered 201)
+    /// after `mark`.
+    pub fn mounted_blobs_since(&self, mark: usize) -> Vec<String> {
+        self.access_log_since(mark)
+            .into_iter()
+            .filter(|a| a.method == "POST" && a.status == 201)
+            .filter_map(|a| query_param(&a.path, "mount"))
+            .collect()
+    }
+
     /// Kills the registry process (the storage is kept).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -364,6 +404,40 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// One line of the registry's access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    pub status: u16,
+}
+
+/// Parses `127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "agent"`.
+fn parse_access(line: &str) -> Option<Access> {
+    let start = line.find("] \"")? + 3;
+    let rest = &line[start..];
+    let (request, after) = rest.split_once('"')?;
+    let mut parts = request.split(' ');
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let status = after.split_whitespace().next()?.parse().ok()?;
+    Some(Access {
+        method,
+        path,
+        status,
+    })
+}
+
+/// The percent-decoded value of `key` in a path's query string.
+fn query_param(path: &str, key: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| super::token::percent_decode(v))
+    })
 }
 
 fn tail(s: &str) -> String {
