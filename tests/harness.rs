@@ -232,6 +232,19 @@ fn fixtures_have_the_intended_content() {
     assert!(get("layer2/pax-xattr").xattrs.contains_key("user.origin"));
     assert_eq!(get("srv/shared/added").mtime, fixtures::EPOCH + 7201);
     assert_eq!(get("opq").mtime, fixtures::EPOCH + 3601);
+    assert_eq!(
+        (get("names/big-ids").uid, get("names/big-ids").gid),
+        (3_000_000, 3_000_001)
+    );
+    assert!(rich.contains_key("names/héllo wörld 日本語.txt"));
+    assert!(rich.contains_key(&format!("layer2/{}", "x".repeat(200))));
+    assert!(!rich.contains_key("layer2/pax-path-placeholder"));
+    assert!(rich.contains_key(&format!("layer2/{}/{}", "p".repeat(90), "q".repeat(60))));
+    // umoci restores a directory's mtime after changing its content.
+    assert_eq!(
+        get("replace").mtime,
+        get("replace/link-becomes-file-target").mtime - 35
+    );
 
     let bb = f.expected("busybox");
     assert_eq!(bb["bin/busybox"].kind, "file");

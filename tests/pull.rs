@@ -675,6 +675,13 @@ fn normal_output_names_the_manifest_and_finishes_with_done() {
 }
 
 #[test]
+fn insecure_flag_is_accepted_for_a_plain_registry() {
+    let host = f().registry.host();
+    let (_t, dir, _) = pull_ok(&img("test/busybox:oci"), &["--insecure", &host], &[]);
+    tree::assert_same_tree(&f().expected("busybox"), &snapshot(&dir));
+}
+
+#[test]
 fn default_dir_is_rootfs_in_the_working_directory() {
     let tmp = TempDir::new("cwd");
     let out = barge_in(

@@ -586,6 +586,18 @@ pub fn build_rich(l: &Layout, tag: &str) {
         r.join("replace/link-becomes-file"),
     )
     .unwrap();
+    write(
+        &r.join("names/héllo wörld 日本語.txt"),
+        "unicode\n".as_bytes(),
+        0o644,
+    );
+    write(
+        &r.join("names").join("n".repeat(150)),
+        b"long name\n",
+        0o644,
+    );
+    write(&r.join("names/big-ids"), b"uid and gid above 2^21\n", 0o644);
+    chown(&r.join("names/big-ids"), 3_000_000, 3_000_001);
     set_all_mtimes(&r, EPOCH);
     umoci(&["repack", "--image", &l.image(tag), &s(&b)]);
 
@@ -623,6 +635,14 @@ pub fn build_rich(l: &Layout, tag: &str) {
     let mut e = RawEntry::new("layer2/pax-xattr", b'0', 0o644);
     e.data = b"with a PAX xattr\n".to_vec();
     e.pax = vec![("SCHILY.xattr.user.origin".into(), b"layer2".to_vec())];
+    t.entry(e);
+    let prefixed = format!("layer2/{}/{}", "p".repeat(90), "q".repeat(60));
+    t.dir(&format!("layer2/{}/", "p".repeat(90)), 0o755);
+    t.file(&prefixed, 0o644, b"ustar prefix field\n");
+    let long = format!("layer2/{}", "x".repeat(200));
+    let mut e = RawEntry::new("layer2/pax-path-placeholder", b'0', 0o644);
+    e.data = b"name from a PAX path record\n".to_vec();
+    e.pax = vec![("path".into(), long.into_bytes())];
     t.entry(e);
     l.add_layer(tag, None, &t.finish());
 
