@@ -26,6 +26,8 @@ pub enum Kind {
     Auth,
     /// The user pressed Ctrl-C (or the process got SIGTERM).
     Interrupted,
+    /// A TLS handshake got an answer that is not TLS (a plain-HTTP server).
+    NotTls,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -119,7 +119,11 @@ impl BodyReader {
         let conn = self.conn().map_err(io::Error::from)?;
         loop {
             match conn.io.read(&mut buf[..n]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() =>
+                {
+                    continue
+                }
                 other => return other,
             }
         }

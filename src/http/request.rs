@@ -132,7 +132,9 @@ pub(crate) fn stream_body(
                 ))))
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() => {
+                continue
+            }
             Err(e) => {
                 return Err(StreamError::Source(
                     Error::from(e).context("reading request body"),

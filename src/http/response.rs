@@ -142,7 +142,9 @@ pub(crate) fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>, max: usize) -
     loop {
         let buf = match r.fill_buf() {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::signal::interrupted() => {
+                continue
+            }
             Err(e) => return Err(io_error(e)),
         };
         if buf.is_empty() {

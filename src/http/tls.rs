@@ -117,7 +117,7 @@ fn handshake_error(e: std::io::Error) -> Error {
             Error::new(err.to_string()).hint(CERT_HINT)
         }
         Some(err @ rustls::Error::InvalidMessage(_)) => {
-            Error::new(err.to_string()).hint(PLAIN_HINT)
+            Error::with_kind(Kind::NotTls, err.to_string()).hint(PLAIN_HINT)
         }
         Some(err) => Error::new(err.to_string()),
         None if e.kind() == std::io::ErrorKind::UnexpectedEof => {

@@ -912,9 +912,19 @@ mod tests {
         // The parent directory fd is cached between entries: removing a symlink
         // must not close it under the caller (seen as EBADF on `bin/.wh.vi`).
         each_mode(|s| {
-            let t1 = tb().dir("bin").file("bin/busybox", b"bb").symlink("bin/vi", "busybox").symlink("bin/ls", "busybox").end();
+            let t1 = tb()
+                .dir("bin")
+                .file("bin/busybox", b"bb")
+                .symlink("bin/vi", "busybox")
+                .symlink("bin/ls", "busybox")
+                .end();
             s.apply(&t1).unwrap();
-            let t2 = tb().file("bin/new", b"n").file("bin/.wh.vi", b"").file("bin/.wh.ls", b"").file("bin/after", b"a").end();
+            let t2 = tb()
+                .file("bin/new", b"n")
+                .file("bin/.wh.vi", b"")
+                .file("bin/.wh.ls", b"")
+                .file("bin/after", b"a")
+                .end();
             s.apply(&t2).unwrap();
             assert!(std::fs::symlink_metadata(s.p("bin/vi")).is_err());
             assert!(std::fs::symlink_metadata(s.p("bin/ls")).is_err());

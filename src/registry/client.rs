@@ -45,6 +45,9 @@ pub struct Registry {
     creds: Option<Credentials>,
     scopes: Vec<String>,
     state: AuthState,
+    /// Loopback and `--insecure` registries: HTTPS is tried first, and plain
+    /// HTTP used when the server does not speak TLS (as Docker does).
+    may_fall_back: bool,
 }
 
 const MAX_REDIRECTS: usize = 5;
@@ -70,12 +73,8 @@ impl Registry {
         transport: &TransportOptions,
         scopes: Vec<String>,
     ) -> Result<Registry> {
-        let scheme = if plain_http(host, &transport.insecure) {
-            "http"
-        } else {
-            "https"
-        };
-        let base = Url::parse(&format!("{scheme}://{host}/"))?;
+        let may_fall_back = plain_http(host, &transport.insecure);
+        let base = Url::parse(&format!("https://{host}/"))?;
         let opts = Options {
             extra_ca_files: transport.ca_files.clone(),
             connect_timeout: Duration::from_secs(30),
@@ -88,6 +87,7 @@ impl Registry {
             creds,
             scopes,
             state: AuthState::Unknown,
+            may_fall_back,
         })
     }
 
@@ -99,9 +99,14 @@ impl Registry {
     /// Pings `/v2/` and settles how to authenticate.
     pub fn ping(&mut self) -> Result<()> {
         let url = self.base.join("/v2/")?;
-        let resp = self
-            .send_retrying("GET", &url, &[], &[], true)
-            .with_context(|| format!("contact registry {}", self.name))?;
+        let resp = match self.send_retrying("GET", &url, &[], &[], true) {
+            Err(e) if e.kind() == Kind::NotTls && self.may_fall_back => {
+                self.base = Url::parse(&format!("http://{}/", self.name))?;
+                self.may_fall_back = false;
+                return self.ping();
+            }
+            r => r.with_context(|| format!("contact registry {}", self.name))?,
+        };
         match resp.status {
             200..=299 => {
                 resp.discard()?;
