@@ -246,7 +246,7 @@ pub fn put_manifest(
         bytes,
     )?;
     match resp.status {
-        201 | 200 | 202 => {
+        200..=202 => {
             resp.discard()?;
             Ok(Digest::of_bytes(bytes))
         }
