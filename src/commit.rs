@@ -91,7 +91,7 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     let packed = pack(root, &found.changes, &blobs)?;
     let created = rfc3339(now_or_epoch());
     let new_config = next_config(config, &packed.diff_id, &created, &message)?;
-    let config_bytes = write_json(&new_config).into_bytes();
+    let config_bytes = crate::json::to_string_sorted(&new_config).into_bytes();
     let config_digest = put_blob(root, &config_bytes)?;
     let layer = Descriptor {
         media_type: layer_type,
@@ -99,7 +99,7 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         size: packed.size,
     };
     let new_manifest = next_manifest(manifest, &config_digest, config_bytes.len(), &layer)?;
-    let manifest_bytes = write_json(&new_manifest).into_bytes();
+    let manifest_bytes = crate::json::to_string_sorted(&new_manifest).into_bytes();
     let manifest_digest = Digest::of_bytes(&manifest_bytes);
     let parent = Digest::of_bytes(&record.manifest);
 
@@ -235,73 +235,6 @@ fn next_manifest(
     Ok(JsonValue::Object(manifest))
 }
 
-// TODO: use crate::json (sorted-key writer) once it lands.
-/// Compact JSON with object keys in sorted order, so equal values give equal bytes.
-fn write_json(v: &JsonValue) -> String {
-    let mut out = String::new();
-    write_value(v, &mut out);
-    out
-}
-
-fn write_value(v: &JsonValue, out: &mut String) {
-    match v {
-        JsonValue::Null => out.push_str("null"),
-        JsonValue::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        JsonValue::Number(n) => {
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                out.push_str(&format!("{}", *n as i64));
-            } else if n.is_finite() {
-                out.push_str(&format!("{n}"));
-            } else {
-                out.push_str("null");
-            }
-        }
-        JsonValue::String(s) => write_string(s, out),
-        JsonValue::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(x, out);
-            }
-            out.push(']');
-        }
-        JsonValue::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                if let Some(x) = o.get(k) {
-                    write_value(x, out);
-                }
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// `SOURCE_DATE_EPOCH` if set, else now (seconds since the epoch).
 fn now_or_epoch() -> i64 {
     if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
@@ -347,17 +280,6 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn json_writer_sorts_keys_and_escapes() {
-        let v: JsonValue = r#"{"b":[1,2.5,"x\ny"],"a":{"z":null,"c":true},"s":"\u0001\"\\"}"#
-            .parse()
-            .unwrap();
-        assert_eq!(
-            write_json(&v),
-            r#"{"a":{"c":true,"z":null},"b":[1,2.5,"x\ny"],"s":"\u0001\"\\"}"#
-        );
     }
 }
 

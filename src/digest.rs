@@ -95,14 +95,9 @@ impl<R: Read> HashReader<R> {
             count: 0,
         }
     }
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.count
-    }
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-    pub fn get_ref(&self) -> &R {
-        &self.inner
     }
     /// Consumes the adapter: the digest and the number of bytes seen.
     pub fn finish(self) -> (Digest, u64) {
@@ -133,12 +128,6 @@ impl<W: Write> HashWriter<W> {
             hasher: Sha256::new(),
             count: 0,
         }
-    }
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
     }
     pub fn finish(self) -> (Digest, u64, W) {
         (Digest::from_hasher(self.hasher), self.count, self.inner)

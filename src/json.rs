@@ -146,6 +146,7 @@ pub fn opt_array<'a>(v: &'a JsonValue, path: &str) -> Result<Option<&'a [JsonVal
 }
 
 /// A required object field.
+#[cfg(test)]
 pub fn get_object<'a>(v: &'a JsonValue, path: &str) -> Result<&'a HashMap<String, JsonValue>> {
     opt_object(v, path)?.ok_or_else(|| missing(path))
 }
@@ -211,6 +212,7 @@ pub fn string(s: impl Into<String>) -> JsonValue {
     JsonValue::String(s.into())
 }
 
+#[cfg(test)]
 /// A JSON number from an integer (exact up to 2^53).
 pub fn number(n: u64) -> JsonValue {
     JsonValue::Number(n as f64)

@@ -4,7 +4,7 @@
 
 use crate::bail;
 use crate::error::{Context, Error, Result};
-use crate::reference::Reference;
+use crate::reference;
 use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::credentials::{self, Credentials};
 use std::io::{BufRead, Read, Write};
@@ -16,25 +16,22 @@ pub struct LoginOptions {
     pub transport: TransportOptions,
 }
 
-/// Docker Hub's key in auth files, as Docker itself writes it.
-const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
-
 /// The registry a login is for: (API host to talk to, key to store under).
 fn target(registry: Option<&str>) -> Result<(String, String)> {
-    let name = registry.unwrap_or("docker.io");
+    let name = registry.unwrap_or(reference::DOCKER_HUB);
     let name = name
         .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+        .trim_start_matches("http://");
+    let name = name.trim_end_matches('/');
     let name = name.strip_suffix("/v1").unwrap_or(name);
-    let reference = Reference::parse(&format!("{name}/x/y"))
-        .with_context(|| format!("registry name {name:?}"))?;
-    let key = if reference.registry == "docker.io" {
-        DOCKER_HUB_KEY.to_string()
+    let registry = reference::normalize_registry(name)?;
+    let key = reference::registry_credential_keys(&registry).swap_remove(0);
+    let host = if registry == reference::DOCKER_HUB {
+        reference::DOCKER_HUB_API.to_string()
     } else {
-        reference.registry.clone()
+        registry
     };
-    Ok((reference.api_host().to_string(), key))
+    Ok((host, key))
 }
 
 pub fn login(opts: &LoginOptions) -> Result<String> {

@@ -3,9 +3,6 @@
 //! `main` only parses the command line, dispatches, and prints the one-line
 //! error if something failed. Everything else lives in the modules below.
 
-// Modules are filled in step by step; until every piece is wired, some items are unused.
-#![allow(dead_code)]
-
 mod cli;
 mod commit;
 mod digest;

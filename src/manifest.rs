@@ -234,6 +234,7 @@ impl Descriptor {
         })
     }
 
+    #[cfg(test)]
     /// The descriptor as JSON (for writing manifests); empty optional parts are left out.
     pub fn to_json(&self) -> JsonValue {
         let mut pairs = vec![
@@ -273,6 +274,7 @@ impl Descriptor {
     }
 }
 
+#[cfg(test)]
 fn annotations_json(a: &[(String, String)]) -> JsonValue {
     json::object(a.iter().map(|(k, v)| (k.clone(), json::string(v))))
 }
@@ -314,6 +316,7 @@ impl Manifest {
         })
     }
 
+    #[cfg(test)]
     /// The manifest as JSON (schemaVersion 2), ready for [`json::to_string_sorted`].
     pub fn to_json(&self) -> JsonValue {
         let mut pairs = vec![
@@ -419,22 +422,6 @@ impl Index {
         };
         Error::new(format!("no {want} image in the index; available: {list}"))
             .hint("choose one with --platform OS/ARCH[/VARIANT]")
-    }
-
-    /// The index as JSON (schemaVersion 2).
-    pub fn to_json(&self) -> JsonValue {
-        let mut pairs = vec![
-            ("schemaVersion", json::number(2)),
-            ("mediaType", json::string(&self.media_type)),
-            (
-                "manifests",
-                JsonValue::Array(self.manifests.iter().map(Descriptor::to_json).collect()),
-            ),
-        ];
-        if !self.annotations.is_empty() {
-            pairs.push(("annotations", annotations_json(&self.annotations)));
-        }
-        json::object(pairs)
     }
 }
 
@@ -568,6 +555,7 @@ impl Platform {
         })
     }
 
+    #[cfg(test)]
     /// The platform as JSON.
     pub fn to_json(&self) -> JsonValue {
         let mut pairs = vec![
@@ -718,6 +706,7 @@ impl History {
         })
     }
 
+    #[cfg(test)]
     /// The entry as JSON (for writing a new config); absent parts are left out.
     pub fn to_json(&self) -> JsonValue {
         let mut pairs = Vec::new();

@@ -37,7 +37,6 @@ pub struct PullOptions {
 /// The resolved image: what the registry says it is made of.
 pub struct ResolvedImage {
     pub manifest_bytes: Vec<u8>,
-    pub manifest_digest: Digest,
     pub manifest: Manifest,
     pub config_bytes: Vec<u8>,
     pub config: ImageConfig,
@@ -146,7 +145,6 @@ pub fn resolve(
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
     Ok(ResolvedImage {
         manifest_bytes: raw.bytes,
-        manifest_digest: raw.digest,
         manifest,
         config_bytes,
         config,
@@ -169,7 +167,7 @@ fn unpack_all(
     } else {
         None
     };
-    let unpack_opts = UnpackOptions { as_root: is_root() };
+    let unpack_opts = UnpackOptions::for_current_user();
     let mut total = UnpackStats::default();
     let mut records = Vec::with_capacity(layers.len());
     let mut chain: Option<Digest> = None;
@@ -316,9 +314,4 @@ fn report_skipped(out: &Output, s: &UnpackStats) {
             s.skipped_devices, s.skipped_owners, s.skipped_xattrs
         ));
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }

@@ -55,11 +55,6 @@ impl Reference {
         }
     }
 
-    /// True for Docker Hub.
-    pub fn is_docker_hub(&self) -> bool {
-        self.registry == DOCKER_HUB
-    }
-
     /// What goes in `/v2/<repository>/manifests/<here>`: the digest if any, else the tag,
     /// else `latest`.
     pub fn reference_str(&self) -> String {
@@ -68,11 +63,6 @@ impl Reference {
             (None, Some(t)) => t.clone(),
             (None, None) => DEFAULT_TAG.to_string(),
         }
-    }
-
-    /// `registry/repository`, without tag or digest.
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
     }
 
     /// Keys to look credentials up under in Docker/podman auth files, most specific first.
@@ -436,7 +426,10 @@ mod tests {
         let r = Reference::parse("debian").unwrap();
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(r.reference_str(), "latest");
-        assert_eq!(r.name(), "docker.io/library/debian");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/debian")
+        );
         let r = Reference::parse("127.0.0.1:5000/x:t").unwrap();
         assert_eq!(r.api_host(), "127.0.0.1:5000");
         assert_eq!(r.reference_str(), "t");
@@ -512,7 +505,11 @@ mod tests {
             if let Ok(r) = Reference::parse(&s) {
                 // Whatever parses, its display form parses to the same name.
                 let back = Reference::parse(&r.to_string()).unwrap();
-                assert_eq!(back.name(), r.name(), "{s}");
+                assert_eq!(
+                    (&back.registry, &back.repository),
+                    (&r.registry, &r.repository),
+                    "{s}"
+                );
             }
         }
     }

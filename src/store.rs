@@ -185,10 +185,6 @@ impl Record {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The merged view with its stat cache.
     pub fn tree(&self) -> &Tree {
         &self.tree

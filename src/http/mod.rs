@@ -286,11 +286,6 @@ impl Response {
         find_header(&self.headers, name)
     }
 
-    /// All header fields as received.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
-
     /// The declared `Content-Length` (also for HEAD responses); `None` if absent, chunked or invalid.
     pub fn content_length(&self) -> Option<u64> {
         if self.header("transfer-encoding").is_some() {

@@ -25,6 +25,7 @@ pub(crate) struct Head {
 
 impl Head {
     /// First value of a header, by case-insensitive name.
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         first_header(&self.headers, name)
     }

@@ -64,21 +64,6 @@ impl<R: Read> GzipReader<R> {
         }
     }
 
-    /// The wrapped reader.
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-
-    /// The wrapped reader, mutably.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
-    /// Gives back the wrapped reader.
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-
     /// Refills the input buffer when it is empty. Returns false at the end of the input.
     fn fill(&mut self) -> io::Result<bool> {
         if self.pos < self.len {

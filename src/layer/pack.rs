@@ -13,6 +13,7 @@ use crate::bail;
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Context, Error, Result};
 use crate::layer::entry::{Change, Entry, EntryKind};
+use crate::layer::gzip::Crc32;
 use miniz_oxide::deflate::core::{
     compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
 };
@@ -292,7 +293,7 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 pub struct GzipWriter<W: Write> {
     inner: W,
     comp: Box<CompressorOxide>,
-    crc: u32,
+    crc: Crc32,
     len: u64,
     buf: Vec<u8>,
     header_written: bool,
@@ -307,7 +308,7 @@ impl<W: Write> GzipWriter<W> {
         GzipWriter {
             inner,
             comp: Box::new(CompressorOxide::new(flags)),
-            crc: 0,
+            crc: Crc32::new(),
             len: 0,
             buf: vec![0u8; 1 << 16],
             header_written: false,
@@ -343,7 +344,7 @@ impl<W: Write> GzipWriter<W> {
         self.header()?;
         self.run(&[], TDEFLFlush::Finish)?;
         let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.to_le_bytes());
+        trailer[..4].copy_from_slice(&self.crc.finish().to_le_bytes());
         trailer[4..].copy_from_slice(&(self.len as u32).to_le_bytes());
         self.inner.write_all(&trailer)?;
         self.inner.flush()?;
@@ -354,7 +355,7 @@ impl<W: Write> GzipWriter<W> {
 impl<W: Write> Write for GzipWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.header()?;
-        self.crc = crc32_update(self.crc, data);
+        self.crc.update(data);
         self.len += data.len() as u64;
         self.run(data, TDEFLFlush::None)?;
         Ok(data.len())
@@ -362,31 +363,6 @@ impl<W: Write> Write for GzipWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// CRC-32 (IEEE, as gzip uses), table-driven.
-pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        t
-    });
-    let mut c = !crc;
-    for &b in data {
-        c = t[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
 }
 
 /// Checks that a change list can be packed: no whiteout or opaque names as
@@ -504,7 +480,6 @@ mod tests {
 
     #[test]
     fn crc32_and_gzip_roundtrip() {
-        assert_eq!(crc32_update(0, b"123456789"), 0xCBF4_3926);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut gz = GzipWriter::new(Vec::new());
         for chunk in data.chunks(1000) {

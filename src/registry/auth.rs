@@ -5,8 +5,8 @@
 //! the token response, and the Basic `Authorization` value. No I/O here.
 
 use crate::error::{Context, Error, Result};
+use crate::http::base64_encode;
 use crate::json;
-use crate::registry::credentials::base64_encode;
 use std::fmt;
 
 /// One challenge from a `WWW-Authenticate` header that barge can answer.

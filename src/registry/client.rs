@@ -312,6 +312,45 @@ impl Registry {
         Ok(resp)
     }
 
+    /// Sends a request whose body streams from `body` (`len` bytes). A stream
+    /// cannot be replayed: no retries, and a 401 is final (callers have already
+    /// talked to this registry, so the token is fresh).
+    pub fn request_stream(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<Response> {
+        if matches!(self.state, AuthState::Unknown) {
+            self.ping()?;
+        }
+        let url = self.base.join(path)?;
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(a) = self.authorization(&url) {
+            all.push(("Authorization".into(), a));
+        }
+        let req = Request {
+            method,
+            url: &url,
+            headers: all,
+            body: Body::Stream { reader: body, len },
+        };
+        let resp = self.http.send(req)?;
+        if resp.status == 401 {
+            resp.discard()?;
+            return Err(
+                Error::with_kind(Kind::Auth, format!("{} refused the upload", self.name))
+                    .hint("check your rights on the repository"),
+            );
+        }
+        Ok(resp)
+    }
+
     fn send_authorized(
         &mut self,
         method: &str,

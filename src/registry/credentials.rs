@@ -11,6 +11,7 @@
 //! Secrets never appear in errors or `Debug` output.
 
 use crate::error::{Context, Error, Result};
+use crate::http::{base64_decode, base64_encode};
 use crate::json::{self, JsonValue};
 use std::collections::HashMap;
 use std::fmt;
@@ -191,7 +192,7 @@ fn entry_credentials(entry: &JsonValue) -> Result<Option<Credentials>> {
     json::as_object(entry, "entry")?;
     if let Some(auth) = json::opt_str(entry, "auth")?.filter(|a| !a.trim().is_empty()) {
         let bad = || Error::new("field \"auth\" is not base64 of USER:PASSWORD");
-        let decoded = base64_decode(auth.trim()).ok_or_else(bad)?;
+        let decoded = base64_decode(auth.trim()).map_err(|_| bad())?;
         let text = String::from_utf8(decoded).map_err(|_| bad())?;
         let (user, secret) = text.split_once(':').ok_or_else(bad)?;
         return Ok(Some(Credentials {
@@ -296,49 +297,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
-// TODO: use crate::http::base64 once merged
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub(crate) fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Standard base64; padding optional; `None` on any invalid character or length.
-pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 || body.len() % 4 == 1 {
-        return None;
-    }
-    let value = |c: u8| B64.iter().position(|&x| x == c).map(|p| p as u32);
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    for chunk in body.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..chunk.len() - 1]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,28 +321,6 @@ mod tests {
         Credentials {
             user: u.into(),
             secret: s.into(),
-        }
-    }
-
-    #[test]
-    fn base64_round_trips() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"", ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (b"fooba", "Zm9vYmE="),
-            (b"foobar", "Zm9vYmFy"),
-            (b"\xff\xfe\x00", "//4A"),
-        ];
-        for (raw, enc) in cases {
-            assert_eq!(base64_encode(raw), *enc);
-            assert_eq!(base64_decode(enc).unwrap(), *raw);
-        }
-        assert_eq!(base64_decode("Zm8").unwrap(), b"fo");
-        for bad in ["Z", "Zm9v!", "Zg===", "Z===", "a b="] {
-            assert!(base64_decode(bad).is_none(), "{bad}");
         }
     }
 

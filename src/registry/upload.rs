@@ -115,21 +115,27 @@ impl Session {
         while self.offset < size {
             let want = chunk.min((size - self.offset) as usize);
             read_full(data, &mut buf[..want])?;
-            self.send_chunk(reg, &buf[..want])?;
+            if !self.send_chunk(reg, &buf[..want])? {
+                // No PATCH here: the whole blob in one streamed PUT instead.
+                let mut rest = (&buf[..want]).chain(data);
+                return self.finish_streamed(reg, digest, &mut rest, size);
+            }
             progress(want as u64);
         }
         self.finish(reg, digest, &[])
     }
 
     /// PATCHes one chunk; on failure asks the session where it stands and resends the rest.
-    fn send_chunk(&mut self, reg: &mut Registry, chunk: &[u8]) -> Result<()> {
+    /// `Ok(false)`: the registry refuses PATCH altogether (only asked on the first chunk).
+    fn send_chunk(&mut self, reg: &mut Registry, chunk: &[u8]) -> Result<bool> {
         let start = self.offset;
         let mut tries = 0;
         loop {
             let sent = (self.offset - start) as usize;
             match self.patch(reg, &chunk[sent..]) {
-                Ok(()) if self.offset == start + chunk.len() as u64 => return Ok(()),
-                Ok(()) => {}
+                Ok(false) => return Ok(false),
+                Ok(true) if self.offset == start + chunk.len() as u64 => return Ok(true),
+                Ok(true) => {}
                 Err(e) if e.kind() == Kind::Transient && tries < MAX_CHUNK_RETRIES => {}
                 Err(e) => return Err(e),
             }
@@ -147,7 +153,8 @@ impl Session {
         }
     }
 
-    fn patch(&mut self, reg: &mut Registry, bytes: &[u8]) -> Result<()> {
+    /// PATCHes bytes at the current offset; `Ok(false)` when PATCH is not supported.
+    fn patch(&mut self, reg: &mut Registry, bytes: &[u8]) -> Result<bool> {
         let range = format!("{}-{}", self.offset, self.offset + bytes.len() as u64 - 1);
         let headers = [
             ("Content-Type", "application/octet-stream"),
@@ -161,7 +168,11 @@ impl Session {
                     self.offset += bytes.len() as u64;
                 }
                 resp.discard()?;
-                Ok(())
+                Ok(true)
+            }
+            405 | 501 if self.offset == 0 => {
+                resp.discard()?;
+                Ok(false)
             }
             416 => {
                 resp.discard()?;
@@ -202,14 +213,38 @@ impl Session {
 
     /// PUT `?digest=` with the last bytes (possibly none): the blob is committed.
     fn finish(self, reg: &mut Registry, digest: &Digest, last: &[u8]) -> Result<()> {
+        let url = self.commit_url(digest);
+        let resp = reg.request("PUT", &url, &OCTETS, last)?;
+        match resp.status {
+            201 | 204 => resp.discard(),
+            s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
+        }
+    }
+}
+
+const OCTETS: [(&str, &str); 1] = [("Content-Type", "application/octet-stream")];
+
+impl Session {
+    /// The session's Location with `digest=` added: PUT there commits the blob.
+    fn commit_url(&self, digest: &Digest) -> String {
         let sep = if self.location.contains('?') {
             '&'
         } else {
             '?'
         };
-        let url = format!("{}{sep}digest={digest}", self.location);
-        let headers = [("Content-Type", "application/octet-stream")];
-        let resp = reg.request("PUT", &url, &headers, last)?;
+        format!("{}{sep}digest={digest}", self.location)
+    }
+
+    /// One PUT carrying the whole blob, streamed (for registries without PATCH).
+    fn finish_streamed(
+        self,
+        reg: &mut Registry,
+        digest: &Digest,
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<()> {
+        let url = self.commit_url(digest);
+        let resp = reg.request_stream("PUT", &url, &OCTETS, body, len)?;
         match resp.status {
             201 | 204 => resp.discard(),
             s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
