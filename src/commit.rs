@@ -236,7 +236,7 @@ fn next_manifest(
 }
 
 /// `SOURCE_DATE_EPOCH` if set, else now (seconds since the epoch).
-fn now_or_epoch() -> i64 {
+pub(crate) fn now_or_epoch() -> i64 {
     if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())

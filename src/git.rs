@@ -207,7 +207,7 @@ impl History {
         let ops = self.plan(changes)?;
         let mark = self.next_mark;
         self.next_mark += 1;
-        let when = timestamp();
+        let when = crate::commit::now_or_epoch();
         let msg = message.render();
         let root = self.root.clone();
         let ident = self.ident.clone();
@@ -614,20 +614,6 @@ fn identity(root: &Path) -> Result<String> {
         (Some(n), Some(e)) => Ok(format!("{} <{}>", clean(n), clean(e))),
         _ => Ok("barge <barge@localhost>".to_string()),
     }
-}
-
-/// Commit time: `SOURCE_DATE_EPOCH` if set, else now.
-fn timestamp() -> i64 {
-    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn git_command(root: &Path) -> Command {

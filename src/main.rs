@@ -20,6 +20,8 @@ mod reference;
 mod registry;
 mod signal;
 mod store;
+#[cfg(test)]
+mod testutil;
 
 use cli::Command;
 

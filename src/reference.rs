@@ -490,18 +490,8 @@ mod tests {
 
     #[test]
     fn random_references_never_panic() {
-        let alphabet: Vec<char> = "aZ09.-_/:@[]é".chars().collect();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..20_000 {
-            let len = (seed % 30) as usize;
-            let s: String = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+        for s in crate::testutil::random_strings("aZ09.-_/:@[]é", 0x9e37_79b9_7f4a_7c15, 30, 20_000)
+        {
             if let Ok(r) = Reference::parse(&s) {
                 // Whatever parses, its display form parses to the same name.
                 let back = Reference::parse(&r.to_string()).unwrap();
