@@ -280,10 +280,16 @@ impl History {
                     &format!("pack.compression={IMPORT_COMPRESSION}"),
                     "-c",
                     &format!("core.compression={IMPORT_COMPRESSION}"),
+                    // Keep the pack as written: exploding small imports into
+                    // loose objects costs seconds on a big blob.
+                    "-c",
+                    "fastimport.unpackLimit=0",
                     "fast-import",
                     "--quiet",
                     "--done",
                     "--depth=0",
+                    // Blobs above this are streamed into the pack, not held in memory.
+                    "--big-file-threshold=1m",
                 ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
