@@ -289,7 +289,7 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 
 // ---- gzip ----
 
-/// Streaming gzip (RFC 1952) over miniz_oxide's raw deflate, level 6.
+/// Streaming gzip (RFC 1952) over miniz_oxide's raw deflate.
 pub struct GzipWriter<W: Write> {
     inner: W,
     comp: Box<CompressorOxide>,
@@ -299,8 +299,10 @@ pub struct GzipWriter<W: Write> {
     header_written: bool,
 }
 
-/// Compression level for layers.
-const LEVEL: i32 = 6;
+/// Compression level for layers: 1. Measured with miniz_oxide on a tar of
+/// shared libraries: level 1 deflates at ~95 MB/s to 39% of the size, level 6 at
+/// ~11 MB/s to 33%. A commit of an `apt-get install` takes a second, not ten.
+const LEVEL: i32 = 1;
 
 impl<W: Write> GzipWriter<W> {
     pub fn new(inner: W) -> Self {
