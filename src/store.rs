@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::git::chain_id;
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -304,8 +304,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 impl Tree {
-    /// Applies one layer's changes in order, as an extractor does.
+    /// Applies one layer's changes in order, as an extractor does: whiteouts and
+    /// opaque markers remove only what lower layers put (an entry of this same layer
+    /// survives them, whatever their order in the tar), and opaque markers take
+    /// effect at the end of the layer.
     pub fn apply(&mut self, changes: &[Change]) {
+        // Paths this layer put, with their ancestors.
+        let mut upper: HashSet<ImagePath> = HashSet::new();
+        let mut opaque: Vec<&ImagePath> = Vec::new();
         for c in changes {
             match c {
                 Change::Put(e) => {
@@ -324,6 +330,7 @@ impl Tree {
                             e.content = t.entry.content.clone();
                         }
                     }
+                    mark_upper(&mut upper, &e.path);
                     self.entries.insert(
                         e.path.clone(),
                         TreeEntry {
@@ -332,12 +339,30 @@ impl Tree {
                         },
                     );
                 }
-                Change::Delete(p) => {
-                    self.entries.remove(p);
-                    self.remove_below(p);
-                }
-                Change::Opaque(p) => self.remove_below(p),
+                Change::Delete(p) => self.prune(p, true, &upper),
+                Change::Opaque(p) => opaque.push(p),
             }
+        }
+        for p in opaque {
+            self.prune(p, false, &upper);
+        }
+    }
+
+    /// Removes `p` (if `remove_self`) and everything below it, except what is in
+    /// `upper`.
+    fn prune(&mut self, p: &[u8], remove_self: bool, upper: &HashSet<ImagePath>) {
+        if remove_self && !upper.contains(p) {
+            self.entries.remove(p);
+            self.remove_below(p);
+            return;
+        }
+        let lower: Vec<ImagePath> = self
+            .below(p)
+            .filter(|(k, _)| !upper.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in lower {
+            self.entries.remove(&k);
         }
     }
 
@@ -407,6 +432,17 @@ impl Tree {
                 }
             }
         }
+    }
+}
+
+/// Adds `path` and its ancestors to `upper`.
+fn mark_upper(upper: &mut HashSet<ImagePath>, path: &[u8]) {
+    let mut p = path;
+    while upper.insert(p.to_vec()) && !p.is_empty() {
+        p = match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => &p[..i],
+            None => b"",
+        };
     }
 }
 
@@ -828,5 +864,25 @@ mod tests {
         ]);
         let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
         assert_eq!(keys, vec![&b"d"[..], b"e", b"e/y"]);
+    }
+
+    #[test]
+    fn whiteouts_spare_entries_of_the_same_layer() {
+        let mut t = Tree::default();
+        t.apply(&[
+            Change::Put(entry(b"o", EntryKind::Dir)),
+            Change::Put(entry(b"o/old", EntryKind::File)),
+            Change::Put(entry(b"w", EntryKind::Dir)),
+            Change::Put(entry(b"w/old", EntryKind::File)),
+        ]);
+        // The opaque marker after this layer's o/new, a whiteout after w/new.
+        t.apply(&[
+            Change::Put(entry(b"o/new", EntryKind::File)),
+            Change::Opaque(b"o".to_vec()),
+            Change::Put(entry(b"w/new", EntryKind::File)),
+            Change::Delete(b"w".to_vec()),
+        ]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"o"[..], b"o/new", b"w", b"w/new"]);
     }
 }
