@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::git::chain_id;
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -113,6 +113,7 @@ impl Record {
         for l in &layers {
             tree.apply(&l.changes);
         }
+        tree.add_implicit_dirs(root);
         tree.refresh_from_disk(root)?;
         let rec = Record {
             root: root.to_path_buf(),
@@ -363,6 +364,54 @@ impl Tree {
             .collect();
         for k in lower {
             self.entries.remove(&k);
+        }
+    }
+
+    /// Adds the directories that no layer listed but extraction made (the root,
+    /// parents of listed entries) as disk shows them, so that commit does not take
+    /// them for new ones.
+    pub fn add_implicit_dirs(&mut self, root: &Path) {
+        let mut missing: BTreeSet<ImagePath> = BTreeSet::new();
+        for p in self.entries.keys() {
+            let mut q = p.as_slice();
+            while !q.is_empty() {
+                q = match q.iter().rposition(|&b| b == b'/') {
+                    Some(i) => &q[..i],
+                    None => b"",
+                };
+                if self.entries.contains_key(q) || !missing.insert(q.to_vec()) {
+                    break;
+                }
+            }
+        }
+        for p in missing {
+            let Ok(m) = std::fs::symlink_metadata(root.join(OsStr::from_bytes(&p))) else {
+                continue;
+            };
+            if !m.is_dir() {
+                continue;
+            }
+            // A root no layer listed gets its final mode when the staging dir is
+            // put in place, after this record is made.
+            let mode = if p.is_empty() {
+                crate::layer::stage::final_root_mode(m.mode())
+            } else {
+                m.mode() & 0o7777
+            };
+            let entry = Entry {
+                path: p.clone(),
+                kind: EntryKind::Dir,
+                mode,
+                uid: m.uid(),
+                gid: m.gid(),
+                size: 0,
+                mtime: m.mtime(),
+                link: None,
+                rdev: None,
+                xattrs: Vec::new(),
+                content: None,
+            };
+            self.entries.insert(p, TreeEntry { entry, stat: None });
         }
     }
 
