@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::git::chain_id;
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -113,6 +113,7 @@ impl Record {
         for l in &layers {
             tree.apply(&l.changes);
         }
+        tree.add_implicit_dirs(root);
         tree.refresh_from_disk(root)?;
         let rec = Record {
             root: root.to_path_buf(),
@@ -300,8 +301,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 impl Tree {
-    /// Applies one layer's changes in order, as an extractor does.
+    /// Applies one layer's changes in order, as an extractor does: whiteouts and
+    /// opaque markers remove only what lower layers put (an entry of this same layer
+    /// survives them, whatever their order in the tar), and opaque markers take
+    /// effect at the end of the layer.
     pub fn apply(&mut self, changes: &[Change]) {
+        // Paths this layer put, with their ancestors.
+        let mut upper: HashSet<ImagePath> = HashSet::new();
+        let mut opaque: Vec<&ImagePath> = Vec::new();
         for c in changes {
             match c {
                 Change::Put(e) => {
@@ -320,6 +327,7 @@ impl Tree {
                             e.content = t.entry.content.clone();
                         }
                     }
+                    mark_upper(&mut upper, &e.path);
                     self.entries.insert(
                         e.path.clone(),
                         TreeEntry {
@@ -328,12 +336,78 @@ impl Tree {
                         },
                     );
                 }
-                Change::Delete(p) => {
-                    self.entries.remove(p);
-                    self.remove_below(p);
-                }
-                Change::Opaque(p) => self.remove_below(p),
+                Change::Delete(p) => self.prune(p, true, &upper),
+                Change::Opaque(p) => opaque.push(p),
             }
+        }
+        for p in opaque {
+            self.prune(p, false, &upper);
+        }
+    }
+
+    /// Removes `p` (if `remove_self`) and everything below it, except what is in
+    /// `upper`.
+    fn prune(&mut self, p: &[u8], remove_self: bool, upper: &HashSet<ImagePath>) {
+        if remove_self && !upper.contains(p) {
+            self.entries.remove(p);
+            self.remove_below(p);
+            return;
+        }
+        let lower: Vec<ImagePath> = self
+            .below(p)
+            .filter(|(k, _)| !upper.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in lower {
+            self.entries.remove(&k);
+        }
+    }
+
+    /// Adds the directories that no layer listed but extraction made (the root,
+    /// parents of listed entries) as disk shows them, so that commit does not take
+    /// them for new ones.
+    pub fn add_implicit_dirs(&mut self, root: &Path) {
+        let mut missing: BTreeSet<ImagePath> = BTreeSet::new();
+        for p in self.entries.keys() {
+            let mut q = p.as_slice();
+            while !q.is_empty() {
+                q = match q.iter().rposition(|&b| b == b'/') {
+                    Some(i) => &q[..i],
+                    None => b"",
+                };
+                if self.entries.contains_key(q) || !missing.insert(q.to_vec()) {
+                    break;
+                }
+            }
+        }
+        for p in missing {
+            let Ok(m) = std::fs::symlink_metadata(root.join(OsStr::from_bytes(&p))) else {
+                continue;
+            };
+            if !m.is_dir() {
+                continue;
+            }
+            // A root no layer listed gets its final mode when the staging dir is
+            // put in place, after this record is made.
+            let mode = if p.is_empty() {
+                crate::layer::stage::final_root_mode(m.mode())
+            } else {
+                m.mode() & 0o7777
+            };
+            let entry = Entry {
+                path: p.clone(),
+                kind: EntryKind::Dir,
+                mode,
+                uid: m.uid(),
+                gid: m.gid(),
+                size: 0,
+                mtime: m.mtime(),
+                link: None,
+                rdev: None,
+                xattrs: Vec::new(),
+                content: None,
+            };
+            self.entries.insert(p, TreeEntry { entry, stat: None });
         }
     }
 
@@ -403,6 +477,17 @@ impl Tree {
                 }
             }
         }
+    }
+}
+
+/// Adds `path` and its ancestors to `upper`.
+fn mark_upper(upper: &mut HashSet<ImagePath>, path: &[u8]) {
+    let mut p = path;
+    while upper.insert(p.to_vec()) && !p.is_empty() {
+        p = match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => &p[..i],
+            None => b"",
+        };
     }
 }
 
@@ -824,5 +909,25 @@ mod tests {
         ]);
         let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
         assert_eq!(keys, vec![&b"d"[..], b"e", b"e/y"]);
+    }
+
+    #[test]
+    fn whiteouts_spare_entries_of_the_same_layer() {
+        let mut t = Tree::default();
+        t.apply(&[
+            Change::Put(entry(b"o", EntryKind::Dir)),
+            Change::Put(entry(b"o/old", EntryKind::File)),
+            Change::Put(entry(b"w", EntryKind::Dir)),
+            Change::Put(entry(b"w/old", EntryKind::File)),
+        ]);
+        // The opaque marker after this layer's o/new, a whiteout after w/new.
+        t.apply(&[
+            Change::Put(entry(b"o/new", EntryKind::File)),
+            Change::Opaque(b"o".to_vec()),
+            Change::Put(entry(b"w/new", EntryKind::File)),
+            Change::Delete(b"w".to_vec()),
+        ]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"o"[..], b"o/new", b"w", b"w/new"]);
     }
 }

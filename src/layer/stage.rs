@@ -20,6 +20,15 @@ const STAGING_MODE: u32 = 0o700;
 /// Mode given to the target if no layer set the root directory's mode.
 const DEFAULT_ROOT_MODE: u32 = 0o755;
 
+/// The mode [`Stage::commit`] gives the target, given the staging root's `st_mode`
+/// after extraction (the staging mode itself means no layer set one).
+pub fn final_root_mode(staging_mode: u32) -> u32 {
+    match staging_mode & 0o7777 {
+        STAGING_MODE => DEFAULT_ROOT_MODE,
+        m => m,
+    }
+}
+
 /// A staging directory that becomes `target` on `commit` and vanishes otherwise.
 pub struct Stage {
     target: PathBuf,
@@ -86,10 +95,7 @@ impl Stage {
     pub fn commit(mut self) -> Result<()> {
         let meta = std::fs::symlink_metadata(&self.staging)
             .with_context(|| format!("reading {}", self.staging.display()))?;
-        let mut mode = meta.permissions().mode() & 0o7777;
-        if mode == STAGING_MODE {
-            mode = DEFAULT_ROOT_MODE;
-        }
+        let mode = final_root_mode(meta.permissions().mode());
         let shown = self.target.display().to_string();
         if self.inside {
             self.move_children_up()

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod oci;
 pub mod registry;
 pub mod token;
 pub mod tree;
