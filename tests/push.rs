@@ -752,6 +752,12 @@ fn interrupted_push_leaves_no_tag_and_a_rerun_completes() {
     );
     let line = assert_clean_failure(&out, &[]);
     eprintln!("interrupted push failed after {failed_after:?}: {line}");
+    // The base layer (streamed from the fixture registry) arrived before the big one.
+    let arrived = uploaded_to(&reg, mark, repo);
+    assert!(
+        !arrived.is_empty(),
+        "nothing arrived before the stop: {seen:?}"
+    );
 
     // The tag does not exist.
     reg.restart();
@@ -774,9 +780,24 @@ fn interrupted_push_leaves_no_tag_and_a_rerun_completes() {
         "pull of the missing tag: {line}"
     );
 
-    // The re-run completes and the image pulls back as DIR.
+    // The re-run completes without re-sending what arrived, and pulls back as DIR.
+    let mark = reg.log_mark();
     let out = push(&image, &dir, &[]);
     assert_success(&out);
+    let resent: Vec<String> = uploaded_to(&reg, mark, repo)
+        .intersection(&arrived)
+        .cloned()
+        .collect();
+    assert!(resent.is_empty(), "re-run uploaded again: {resent:?}");
+    for d in &arrived {
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l.contains(d.as_str()) && l.contains("(already pushed)")),
+            "{d} not reported as already pushed:\n{}",
+            stdout(&out)
+        );
+    }
     let digest = done_digest(&out, &image);
     let (seen, _) = skopeo_manifest(&reg, &format!("{repo}:1"));
     assert_eq!(seen, digest);
@@ -811,19 +832,42 @@ fn peak_rss_kib(args: &[&str]) -> (u64, Output) {
 #[ignore = "slow: run with --ignored"]
 fn push_of_a_200_mib_layer_stays_under_32_mib_rss() {
     let reg = Registry::start(Mode::Plain);
+    let other = Registry::start(Mode::Plain);
+    let (_tmp, dir) = pull_git(&f().image("test/busybox:oci"), &[]);
+    write_noise(&dir.join("big.bin"), 200 << 20, 99);
     let t0 = Instant::now();
-    let (_tmp, dir) = big_layer_dir(200, 99);
-    let made = t0.elapsed();
+    commit(&dir, "200 MiB of noise");
+    let committed = t0.elapsed();
+
+    // From barge's blob store.
     let image = reg.image("memory/big:1");
     let t1 = Instant::now();
     let (kib, out) = peak_rss_kib(&["push", "-q", &image, "-r", p(&dir)]);
     let pushed = t1.elapsed();
     assert_success(&out);
     eprintln!(
-        "200 MiB layer: setup+commit {made:?}, push {pushed:?}, barge peak RSS {kib} KiB ({:.1} MiB)",
+        "200 MiB layer: commit {committed:?}; push from the blob store {pushed:?}, \
+         peak RSS {kib} KiB ({:.1} MiB)",
         kib as f64 / 1024.0
     );
     assert!(kib <= 32 * 1024, "peak RSS {kib} KiB > 32 MiB");
-    let (seen, manifest) = skopeo_manifest(&reg, "memory/big:1");
-    let _ = (seen, layer_digests(&manifest));
+
+    // Streamed from one registry into another.
+    let (_tmp2, dir2) = pull_git(&image, &[]);
+    let image2 = other.image("memory/streamed:1");
+    let t2 = Instant::now();
+    let (kib2, out) = peak_rss_kib(&["push", "-q", &image2, "-r", p(&dir2)]);
+    let streamed = t2.elapsed();
+    assert_success(&out);
+    eprintln!(
+        "200 MiB layer streamed across registries: {streamed:?}, peak RSS {kib2} KiB ({:.1} MiB)",
+        kib2 as f64 / 1024.0
+    );
+    assert!(
+        kib2 <= 32 * 1024,
+        "peak RSS {kib2} KiB > 32 MiB while streaming"
+    );
+    let (d1, _) = skopeo_manifest(&reg, "memory/big:1");
+    let (d2, _) = skopeo_manifest(&other, "memory/streamed:1");
+    assert_eq!(d1, d2, "the streamed copy is another image");
 }
