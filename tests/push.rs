@@ -475,7 +475,8 @@ fn login_stores_credentials_that_push_and_skopeo_use_and_logout_removes_them() {
         ca_path(),
     ];
     let out = barge_stdin(&login_args, &format!("{bad}\n"), cfg_dir.path());
-    assert_clean_failure(&out, &[bad, &base64(format!("{USER}:{bad}").as_bytes())]);
+    let line = assert_clean_failure(&out, &[bad, &base64(format!("{USER}:{bad}").as_bytes())]);
+    eprintln!("wrong password: {line}");
     assert_eq!(
         fs::read_to_string(&cfg).unwrap(),
         original,
@@ -597,6 +598,7 @@ fn token_registry_anonymous_push_fails_with_a_hint() {
     let mark = reg.log_mark();
     let out = push(&reg.image(&format!("{repo}:1")), dir, &[]);
     let line = assert_clean_failure(&out, &[]);
+    eprintln!("anonymous push: {line}");
     assert!(
         line.contains("login") || line.contains("-u"),
         "no hint about credentials: {line}"
