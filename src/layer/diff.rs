@@ -83,6 +83,8 @@ pub fn diff(root: &Path, old: &Tree) -> Result<Diff> {
             changes.push(Change::Delete(p.clone()));
         }
     }
+    let deleted: Vec<ImagePath> = changes.iter().map(|c| change_path(c).to_vec()).collect();
+    add_touched_parents(&tree, old, deleted, &mut changed);
     for p in &changed {
         if let Some(t) = tree.entries.get(p) {
             changes.push(Change::Put(t.entry.clone()));
@@ -246,6 +248,35 @@ fn current_entry(
     Ok((e, same))
 }
 
+/// Marks the directories above a change whose mtime moved (adding or removing a
+/// child does that) as changed, so the layer carries their new mtime as Docker and
+/// umoci do, and the tree pulled back equals this one.
+fn add_touched_parents(
+    tree: &Tree,
+    old: &Tree,
+    deleted: Vec<ImagePath>,
+    changed: &mut BTreeSet<ImagePath>,
+) {
+    let mut todo: Vec<ImagePath> = changed.iter().cloned().chain(deleted).collect();
+    while let Some(p) = todo.pop() {
+        let dir = parent(&p);
+        if dir.is_empty() || changed.contains(dir) {
+            continue;
+        }
+        let (Some(now), Some(before)) = (tree.entries.get(dir), old.entries.get(dir)) else {
+            continue;
+        };
+        let moved = match (now.stat, before.stat) {
+            (Some(a), Some(b)) => a.mtime_ns != b.mtime_ns,
+            _ => now.entry.mtime != before.entry.mtime,
+        };
+        if now.entry.kind == EntryKind::Dir && moved {
+            changed.insert(dir.to_vec());
+            todo.push(dir.to_vec());
+        }
+    }
+}
+
 /// Marks whole hardlink groups as changed when needed (see the module comment).
 fn add_hardlink_groups(tree: &Tree, old: &Tree, changed: &mut BTreeSet<ImagePath>) {
     let mut groups: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
@@ -392,8 +423,9 @@ mod tests {
 
     #[test]
     fn content_new_file_chmod_chown() {
+        // A new entry moves its directory's mtime: the directory goes in too.
         let (c, _) = diff_after("new", |r| write(r, "etc/new", "x"));
-        assert_eq!(c, ["+etc/new"]);
+        assert_eq!(c, ["+etc", "+etc/new"]);
         let (c, d) = diff_after("content", |r| write(r, "etc/hosts", "changed!!!!!!!!!!!!!"));
         assert_eq!(c, ["+etc/hosts"]);
         assert_eq!(
@@ -432,22 +464,22 @@ mod tests {
         let (c, _) = diff_after("delfile", |r| {
             std::fs::remove_file(r.join("etc/hosts")).unwrap()
         });
-        assert_eq!(c, ["-etc/hosts"]);
+        assert_eq!(c, ["+etc", "-etc/hosts"]);
         let (c, _) = diff_after("deltree", |r| {
             std::fs::remove_dir_all(r.join("usr/share")).unwrap()
         });
-        assert_eq!(c, ["-usr/share"]);
+        assert_eq!(c, ["+usr", "-usr/share"]);
         let (c, d) = diff_after("dir2file", |r| {
             std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
             write(r, "usr/share/doc", "now a file");
         });
-        assert_eq!(c, ["+usr/share/doc"]);
+        assert_eq!(c, ["+usr/share", "+usr/share/doc"]);
         assert_eq!(put(&d, "usr/share/doc").kind, EntryKind::File);
         let (c, d) = diff_after("file2link", |r| {
             std::fs::remove_file(r.join("etc/hosts")).unwrap();
             std::os::unix::fs::symlink("/elsewhere", r.join("etc/hosts")).unwrap();
         });
-        assert_eq!(c, ["+etc/hosts"]);
+        assert_eq!(c, ["+etc", "+etc/hosts"]);
         assert_eq!(
             put(&d, "etc/hosts").link.as_deref(),
             Some(&b"/elsewhere"[..])
@@ -456,7 +488,7 @@ mod tests {
             std::fs::remove_file(r.join("etc/link")).unwrap();
             std::os::unix::fs::symlink("hosts", r.join("etc/link")).unwrap();
         });
-        assert_eq!(c, ["+etc/link"]);
+        assert_eq!(c, ["+etc", "+etc/link"]);
         // A directory emptied and refilled: per-entry deletions.
         let (c, _) = diff_after("refill", |r| {
             std::fs::remove_dir_all(r.join("usr/share/doc")).unwrap();
@@ -464,7 +496,13 @@ mod tests {
         });
         assert_eq!(
             c,
-            ["-usr/share/doc/a", "-usr/share/doc/b", "+usr/share/doc/c"]
+            [
+                "+usr/share",
+                "+usr/share/doc",
+                "-usr/share/doc/a",
+                "-usr/share/doc/b",
+                "+usr/share/doc/c"
+            ]
         );
     }
 
@@ -481,18 +519,26 @@ mod tests {
         let (c, _) = diff_after("hardlink2", |r| {
             std::fs::hard_link(r.join("var/lib/x/one"), r.join("var/lib/x/three")).unwrap();
         });
-        assert_eq!(c, ["+var/lib/x/one", "+var/lib/x/three", "+var/lib/x/two"]);
+        assert_eq!(
+            c,
+            [
+                "+var/lib/x",
+                "+var/lib/x/one",
+                "+var/lib/x/three",
+                "+var/lib/x/two"
+            ]
+        );
         // Removing one member of a group does not touch the other.
         let (c, _) = diff_after("hardlink3", |r| {
             std::fs::remove_file(r.join("var/lib/x/one")).unwrap()
         });
-        assert_eq!(c, ["-var/lib/x/one"]);
+        assert_eq!(c, ["+var/lib/x", "-var/lib/x/one"]);
         let (c, d) = diff_after("fifo", |r| {
             let p = std::ffi::CString::new(r.join("tmp/fifo").as_os_str().as_bytes()).unwrap();
             // SAFETY: p is a valid C string.
             assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o640) }, 0);
         });
-        assert_eq!(c, ["+tmp/fifo"]);
+        assert_eq!(c, ["+tmp", "+tmp/fifo"]);
         assert_eq!(put(&d, "tmp/fifo").kind, EntryKind::Fifo);
         let (c, d) = diff_after("xattr", |r| {
             let p = std::ffi::CString::new(r.join("etc/hosts").as_os_str().as_bytes()).unwrap();
