@@ -540,8 +540,8 @@ MD=$OUT/results.md
     echo "| $shown$note | ${med:-n/a} | ${rss:-n/a} |"
   done <<<"$summary"
   echo
-  echo "Peak RSS is that of the largest single process of the step (GNU time %M), e.g. git fast-import"
-  echo "for pull -g; not the sum over a pipeline. The no-op commit exits 1 (\"nothing to commit\"), as it should."
+  echo "Peak RSS is that of the largest single process of the step, barge's git children included"
+  echo "(GNU time %M); not the sum over a pipeline. The no-op commit exits 1 (\"nothing to commit\"), as it should."
   if [[ -n $target_rows ]]; then
     echo
     echo "| issue | target | measured | met |"
