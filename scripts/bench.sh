@@ -3,13 +3,20 @@
 # Builds a realistic three-layer image (debootstrap --variant=minbase bookworm, then a layer of
 # additions, then a layer of deletions/whiteouts), pushes it to a throwaway local registry, and times
 # barge pull against skopeo copy + umoci unpack and the curl | pigz/gzip -dc | tar -x pipelines over
-# the same blobs. Every step that writes gets a fresh loop-mounted ext4, made outside the timed region
-# (after `rm -rf`, creating files on this machine's journal-less root ext4 gets slow).
-# Prints a markdown table (median wall seconds of RUNS runs, peak RSS) and writes target/bench/.
+# the same blobs; barge commit (no-op and a small change) against umoci repack of the same change;
+# barge push of an image with a 200 MiB incompressible layer against skopeo copy of that image from
+# one registry to another. Every pull gets a fresh loop-mounted ext4, made outside the timed region
+# (after `rm -rf`, creating files on this machine's journal-less root ext4 gets slow); commits and
+# repacks run on the tree their step just pulled or unpacked.
+# Once, untimed: barge's pulled tree must equal umoci's (path, type, mode, owner, size, link target,
+# mtime, content) and `pull -g` must leave a clean `git status`.
+# Prints a markdown table (median wall seconds of RUNS runs, peak RSS, the issues' targets) and
+# writes target/bench/ (results.md, runs.tsv).
 #
 # Environment: RUNS (3), BENCH_CACHE (/var/cache/barge-bench: debootstrap tarball, .debs, the image
 # layout), BENCH_WORK (/tmp/barge-bench), BENCH_REBUILD=1 (rebuild the image), BENCH_MIRROR (Debian
-# mirror; default: the one apt uses), SCRATCH=ext4|tmpfs|dir (where outputs go; default ext4).
+# mirror; default: the one apt uses), SCRATCH=ext4|tmpfs|dir (where outputs go; default ext4),
+# BENCH_PUSH_MIB (200: size of the random layer pushed), BENCH_CHECK=0 (skip the tree comparison).
 # Run as root.
 set -euo pipefail
 
@@ -19,6 +26,7 @@ cd "$ROOT"
 . "$ROOT/scripts/registry.sh"
 
 RUNS=${RUNS:-3}
+PUSH_MIB=${BENCH_PUSH_MIB:-200}
 CACHE=${BENCH_CACHE:-/var/cache/barge-bench}
 WORK=${BENCH_WORK:-/tmp/barge-bench}
 SCRATCH=${SCRATCH:-ext4}
@@ -40,13 +48,40 @@ die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot, mount)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number"
+[[ $PUSH_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_PUSH_MIB must be a positive number"
 
 MNT=$WORK/mnt
 IMG=$WORK/scratch-ext4.img
 mkdir -p "$CACHE" "$WORK" "$MNT" "$OUT"
 
 unmount_scratch() { if mountpoint -q "$MNT"; then umount "$MNT"; fi; }
+
+# A second throwaway registry (push target), started empty for each push step. registry.sh keeps one
+# registry in REGISTRY/REGISTRY_PID/REGISTRY_DIR: swap them around its calls.
+REGB= REGB_PID= REGB_DIR=
+regb_swap() {
+  local r=$REGISTRY p=$REGISTRY_PID d=$REGISTRY_DIR
+  REGISTRY=$REGB REGISTRY_PID=$REGB_PID REGISTRY_DIR=$REGB_DIR
+  REGB=$r REGB_PID=$p REGB_DIR=$d
+}
+regb_start() { # storage dir (made empty)
+  local rc=0
+  rm -rf "$1"
+  regb_swap
+  registry_start "$1" || rc=$?
+  regb_swap
+  return "$rc"
+}
+regb_stop() {
+  [[ -n $REGB_PID ]] || return 0
+  regb_swap
+  registry_stop
+  regb_swap
+  rm -rf "$REGB_DIR"
+  REGB= REGB_DIR=
+}
 cleanup() {
+  regb_stop || true
   unmount_scratch || true
   rm -f "$IMG"
   registry_stop
@@ -239,21 +274,27 @@ fresh_scratch() {
 }
 
 TSV=$OUT/runs.tsv
-printf 'step\trun\twall_s\tmaxrss_kib\trc\n' > "$TSV"
-# measure STEP RUN CMD...: wall time from EPOCHREALTIME, peak RSS from GNU time (%M, KiB: the largest
-# single process of the command's tree, not the sum over a pipeline). One TSV row.
+printf 'step\trun\twall_s\tmaxrss_kib\trc\tok\tload1\n' > "$TSV"
+# [EXPECT=RC] measure STEP RUN CMD...: wall time from EPOCHREALTIME, peak RSS from GNU time (%M, KiB:
+# the largest single process of the command's tree, not the sum over a pipeline), the exit status and
+# whether it is the expected one (EXPECT, default 0), the 1-minute load average before the step.
+# One TSV row; returns 1 when the exit status is not the expected one.
 measure() {
-  local label=$1 run=$2 t0 t1 rc=0 rss
+  local label=$1 run=$2 t0 t1 rc=0 rss ok=1 load
   shift 2
   sync
+  read -r load _ </proc/loadavg
   t0=$EPOCHREALTIME
   /usr/bin/time -o "$WORK/time.txt" -f '%e %M' "$@" >"$WORK/step.out" 2>"$WORK/step.err" || rc=$?
   t1=$EPOCHREALTIME
   rss=$(awk 'END { print $2 }' "$WORK/time.txt")
-  if ((rc)); then log "FAILED ($rc): $label: $(head -c 300 "$WORK/step.err")"; fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
-    "${rss:-0}" "$rc" >> "$TSV"
-  return "$rc"
+  if ((rc != ${EXPECT:-0})); then
+    ok=0
+    log "FAILED ($rc): $label: $(head -c 300 "$WORK/step.err")"
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$run" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "${rss:-0}" "$rc" "$ok" "$load" >> "$TSV"
+  ((ok))
 }
 
 # Shell pipelines, run under GNU time as one process tree each.
@@ -263,8 +304,14 @@ pipeline() { # decompressor outdir
   echo "$s"
 }
 
-# barge rows: try once (untimed) and keep the rows only for what works. The skeleton exits 0 without
-# pulling, so a pull also has to leave a tree behind.
+# The small change committed by barge and repacked by umoci: one new file, one chmod.
+small_change() { # rootfs run
+  printf 'bench run %s\n' "$2" > "$1/etc/bench-small-change"
+  chmod 0600 "$1/etc/motd"
+}
+
+# barge rows: try once (untimed) and keep the rows only for what works: a pull also has to leave a
+# tree behind.
 barge_try() { # label args...
   local label=$1 err
   shift
@@ -279,99 +326,232 @@ barge_try() { # label args...
   return 1
 }
 declare -A NA_REASON=()
-BARGE_ROWS=()
-barge_try "barge pull" pull "$REF" -r "$MNT/rootfs" && BARGE_ROWS+=("barge pull")
-barge_try "barge pull -g" pull -g "$REF" -r "$MNT/rootfs" && BARGE_ROWS+=("barge pull -g")
+declare -A ROW_OK=()
+barge_try "barge pull" pull "$REF" -r "$MNT/rootfs" && ROW_OK[pull]=1
+barge_try "barge pull -g" pull -g "$REF" -r "$MNT/rootfs" && ROW_OK[pullg]=1
+if [[ ${ROW_OK[pullg]:-} ]]; then
+  # commit/push exist? A no-op commit must say "nothing to commit" (exit 1).
+  if "$BARGE" commit -r "$MNT/rootfs" -m "bench no-op" >"$WORK/try.out" 2>"$WORK/try.err"; then
+    NA_REASON["barge commit"]="a commit of an unchanged tree succeeded (expected: nothing to commit)"
+  elif grep -q "nothing to commit" "$WORK/try.err"; then
+    ROW_OK[commit]=1
+  else
+    NA_REASON["barge commit"]=$(grep -m1 . "$WORK/try.err" || echo "no error message")
+  fi
+fi
 
-log "timing $RUNS runs on a fresh $SCRATCH scratch filesystem per step"
+# ------------------------------------------------------------ correctness, once, untimed
+# Listing of a tree: one line per entry (path, type, mode, owner, size and link count of non-dirs,
+# link target, mtime) and one per regular file's md5; .git at the root left out.
+tree_list() { # dir out
+  (
+    cd "$1"
+    find . -mindepth 1 -path ./.git -prune -o \
+      \( -type d -printf '%P\t%y\t%m\t%U:%G\t-\t-\t-\t%T@\n' \) -o \
+      -printf '%P\t%y\t%m\t%U:%G\t%s\t%n\t%l\t%T@\n' | LC_ALL=C sort
+    find . -mindepth 1 -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum
+  ) > "$2"
+}
+same_tree() { # label a b
+  tree_list "$2" "$WORK/a.list"
+  tree_list "$3" "$WORK/b.list"
+  if cmp -s "$WORK/a.list" "$WORK/b.list"; then
+    log "check: $1: same trees ($(grep -c $'\t' "$WORK/a.list") entries)"
+    CHECKS+=("$1: same")
+  else
+    log "check: $1: DIFFERENT (first differences below)"
+    diff "$WORK/a.list" "$WORK/b.list" | head -n 10 >&2 || true
+    CHECKS+=("$1: DIFFERENT ($(diff "$WORK/a.list" "$WORK/b.list" | grep -c '^[<>]') lines differ)")
+  fi
+}
+CHECKS=()
+if [[ ${BENCH_CHECK:-1} != 0 && ${ROW_OK[pull]:-} ]]; then
+  log "check: barge pull vs skopeo copy + umoci unpack (untimed)"
+  fresh_scratch
+  "$BARGE" pull -q "$REF" -r "$MNT/barge" >/dev/null
+  skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$MNT/oci:bookworm"
+  umoci unpack --image "$MNT/oci:bookworm" "$MNT/bundle" >/dev/null
+  same_tree "barge pull = umoci unpack" "$MNT/barge" "$MNT/bundle/rootfs"
+  if [[ ${ROW_OK[pullg]:-} ]]; then
+    "$BARGE" pull -q -g "$REF" -r "$MNT/barge-g" >/dev/null
+    same_tree "barge pull -g = barge pull (outside .git)" "$MNT/barge-g" "$MNT/barge"
+    st=$(git -C "$MNT/barge-g" status --porcelain | head -n 5)
+    if [[ -z $st ]]; then CHECKS+=("git status after pull -g: clean"); else
+      CHECKS+=("git status after pull -g: NOT clean"); log "git status: $st"; fi
+  fi
+fi
+
+# ------------------------------------------------------------ pull, commit, repack
+log "timing $RUNS runs on a fresh $SCRATCH scratch filesystem per pull"
 for run in $(seq 1 "$RUNS"); do
   log "run $run/$RUNS"
-  for row in "${BARGE_ROWS[@]}"; do
+  if [[ ${ROW_OK[pull]:-} ]]; then
     fresh_scratch
-    if [[ $row == "barge pull" ]]; then
-      measure "$row" "$run" "$BARGE" pull "$REF" -r "$MNT/rootfs" || true
-    else
-      measure "$row" "$run" "$BARGE" pull -g "$REF" -r "$MNT/rootfs" || true
+    measure "barge pull" "$run" "$BARGE" pull "$REF" -r "$MNT/rootfs" || true
+  fi
+  if [[ ${ROW_OK[pullg]:-} ]]; then
+    fresh_scratch
+    if measure "barge pull -g" "$run" "$BARGE" pull -g "$REF" -r "$MNT/rootfs" && [[ ${ROW_OK[commit]:-} ]]; then
+      EXPECT=1 measure "barge commit, no change" "$run" "$BARGE" commit -r "$MNT/rootfs" -m "no change" || true
+      small_change "$MNT/rootfs" "$run"
+      measure "barge commit, small change" "$run" "$BARGE" commit -r "$MNT/rootfs" -m "small change" || true
     fi
-  done
+  fi
   fresh_scratch
   measure "skopeo copy" "$run" skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$MNT/oci:bookworm" || true
-  measure "umoci unpack" "$run" umoci unpack --image "$MNT/oci:bookworm" "$MNT/bundle" || true
+  if measure "umoci unpack" "$run" umoci unpack --image "$MNT/oci:bookworm" "$MNT/bundle"; then
+    # Without --refresh-bundle both repacks compare with the unpacked state: the second one's layer
+    # holds the small change, as barge's does.
+    measure "umoci repack, no change" "$run" umoci repack --image "$MNT/oci:bookworm" "$MNT/bundle" || true
+    small_change "$MNT/bundle/rootfs" "$run"
+    measure "umoci repack, small change" "$run" umoci repack --image "$MNT/oci:bookworm" "$MNT/bundle" || true
+  fi
   fresh_scratch
   measure "curl | pigz -dc | tar -x" "$run" bash -c "$(pipeline pigz "$MNT/rootfs")" || true
   fresh_scratch
   measure "curl | gzip -dc | tar -x" "$run" bash -c "$(pipeline gzip "$MNT/rootfs")" || true
-
-  # ---------------------------------------------------------- commit/push benchmarks (issues 3/4)
-  # Added with barge commit/push, each on a fresh scratch fs after an untimed barge pull -g:
-  #   - no-op commit (nothing changed) with barge commit
-  #   - small commit (a few files changed) with barge commit vs `umoci repack` of the same change
-  #   - push of a 200 MiB layer with barge push vs `skopeo copy oci:... docker://...`
 done
+
+# ------------------------------------------------------------ push
+# A tree pulled with -g plus one file of PUSH_MIB MiB random bytes, committed (the layer is as big
+# gzipped); pushed RUNS times to a new repository of the same registry (base layers mounted, the big
+# one uploaded) and to an empty second registry (everything uploaded, base layers streamed from the
+# first), beside skopeo copy of the same image from the first registry to an empty second one.
+BIG_LABEL="barge commit, $PUSH_MIB MiB random file (1 run)"
+PUSH_SAME="barge push, $PUSH_MIB MiB layer, same registry (base mounted)"
+PUSH_OTHER="barge push, whole image to another registry"
+SKOPEO_OTHER="skopeo copy, whole image to another registry"
+if [[ ${ROW_OK[commit]:-} ]]; then
+  log "push: pull -g, $PUSH_MIB MiB of random data, commit"
+  fresh_scratch
+  P=$MNT/rootfs
+  "$BARGE" pull -q -g "$REF" -r "$P" >/dev/null
+  head -c "$((PUSH_MIB * 1048576))" /dev/urandom > "$P/opt/bench-random.bin"
+  if measure "$BIG_LABEL" 1 "$BARGE" commit -r "$P" -m "$PUSH_MIB MiB of random bytes"; then
+    PUSHED=$REGISTRY/bench/debian-big:latest
+    if "$BARGE" push -q "$PUSHED" -r "$P" >/dev/null 2>"$WORK/try.err"; then
+      ROW_OK[push]=1
+    else
+      NA_REASON["barge push"]=$(grep -m1 . "$WORK/try.err" || echo "no error message")
+      log "barge push: n/a (${NA_REASON["barge push"]})"
+    fi
+  fi
+  for run in $(seq 1 "$RUNS"); do
+    [[ ${ROW_OK[push]:-} ]] || break
+    log "push run $run/$RUNS"
+    measure "$PUSH_SAME" "$run" "$BARGE" push "$REGISTRY/bench/push-$run:latest" -r "$P" || true
+    regb_start "$MNT/registry-b"
+    measure "$PUSH_OTHER" "$run" "$BARGE" push "$REGB/bench/debian-big:latest" -r "$P" || true
+    regb_stop
+    regb_start "$MNT/registry-b"
+    measure "$SKOPEO_OTHER" "$run" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+      "docker://$PUSHED" "docker://$REGB/bench/debian-big:latest" || true
+    regb_stop
+  done
+fi
 unmount_scratch
 
 # ============================================================ table
-# Per step: median wall time over runs (failed runs excluded), largest peak RSS, failures; one
-# "step;median;rss_mib;failures" line each (median and rss empty when no run succeeded).
-summarise() { # "step;step;..." (the skopeo+umoci total is the per-run sum of its two steps)
-  awk -F'\t' -v steps="$*" '
+# Per step: median wall time over runs (runs with an unexpected exit status excluded), largest peak
+# RSS, failures; one "step;median;rss_mib;failures" line each (median and rss empty when no run
+# succeeded). Derived rows: "skopeo copy + umoci unpack" (per-run sum) and "pull -g overhead"
+# (per-run difference pull -g - pull).
+OVERHEAD="pull -g overhead (pull -g - pull)"
+summarise() { # "step;step;..."
+  awk -F'\t' -v steps="$*" -v ovh="$OVERHEAD" '
     NR == 1 { next }
-    { key = $1; if (key == "skopeo copy" || key == "umoci unpack") { tot[$2] += $3; if ($4 > trss) trss = $4; if ($5 != 0) tfail++; truns[$2] = 1 } }
-    { if ($5 != 0) { fail[key]++; next } wall[key, ++n[key]] = $3; if ($4 > rss[key]) rss[key] = $4 }
+    { key = $1; ok = $6 }
+    key == "skopeo copy" || key == "umoci unpack" { tot[$2] += $3; if ($4 > trss) trss = $4; if (!ok) tfail++; truns[$2] = 1 }
+    key == "barge pull" && ok { plain[$2] = $3 }
+    key == "barge pull -g" && ok { withg[$2] = $3 }
+    { if (!ok) { fail[key]++; next } wall[key, ++n[key]] = $3; if ($4 > rss[key]) rss[key] = $4 }
     function median(k, cnt,   i, j, t, a) {
       for (i = 1; i <= cnt; i++) a[i] = wall[k, i]
       for (i = 2; i <= cnt; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
       return cnt % 2 ? a[(cnt + 1) / 2] : (a[cnt / 2] + a[cnt / 2 + 1]) / 2
     }
     END {
-      if (!tfail) { c = 0; for (r in truns) { c++; wall["skopeo copy + umoci unpack", c] = tot[r] }
-                    n["skopeo copy + umoci unpack"] = c; rss["skopeo copy + umoci unpack"] = trss }
-      cnt = split(steps, s, ";")
+      s = "skopeo copy + umoci unpack"
+      if (!tfail) { c = 0; for (r in truns) wall[s, ++c] = tot[r]; n[s] = c; rss[s] = trss }
+      c = 0; for (r in withg) if (r in plain) wall[ovh, ++c] = withg[r] - plain[r]
+      n[ovh] = c; rss[ovh] = -1
+      cnt = split(steps, st, ";")
       for (i = 1; i <= cnt; i++) {
-        k = s[i]
-        if (n[k] > 0) printf "%s;%.3f;%.1f;%d\n", k, median(k, n[k]), rss[k] / 1024, fail[k]
+        k = st[i]
+        if (n[k] > 0) printf "%s;%.3f;%s;%d\n", k, median(k, n[k]), rss[k] < 0 ? "" : sprintf("%.1f", rss[k] / 1024), fail[k]
         else printf "%s;;;%d\n", k, fail[k] + 0
       }
     }' "$TSV"
 }
-STEPS="barge pull;barge pull -g;skopeo copy + umoci unpack;skopeo copy;umoci unpack;curl | pigz -dc | tar -x;curl | gzip -dc | tar -x"
-# targets SUMMARY: issue 2's goals for barge pull, when it has a median: at most as slow as
-# curl | pigz | tar, at most a quarter of skopeo + umoci, peak RSS at most 16 MiB.
+STEPS="barge pull;barge pull -g;$OVERHEAD;skopeo copy + umoci unpack;skopeo copy;umoci unpack"
+STEPS+=";curl | pigz -dc | tar -x;curl | gzip -dc | tar -x"
+STEPS+=";barge commit, no change;umoci repack, no change;barge commit, small change;umoci repack, small change"
+STEPS+=";$BIG_LABEL;$PUSH_SAME;$PUSH_OTHER;$SKOPEO_OTHER"
+
+# targets SUMMARY: the issues' goals as markdown table rows "| issue | target | measured | met |",
+# for the steps that have a median.
 targets() {
-  awk -F';' '
+  awk -F';' -v ovh="$OVERHEAD" -v same="$PUSH_SAME" -v other="$PUSH_OTHER" '
     { med[$1] = $2; rss[$1] = $3 }
-    function verdict(ok) { return ok ? "met" : "NOT met" }
+    function row(issue, target, measured, ok) {
+      printf "| %s | %s | %s | %s |\n", issue, target, measured, ok ? "met" : "**NOT met**"
+    }
     END {
-      b = "barge pull"; p = "curl | pigz -dc | tar -x"; s = "skopeo copy + umoci unpack"
-      if (med[b] == "") exit
-      if (med[p] != "") printf "Target: barge pull <= curl | pigz | tar (%.3f s <= %.3f s): %s.\n", med[b], med[p], verdict(med[b] <= med[p])
-      if (med[s] != "") printf "Target: barge pull <= skopeo + umoci / 4 (%.3f s <= %.3f s): %s.\n", med[b], med[s] / 4, verdict(med[b] <= med[s] / 4)
-      printf "Target: barge pull peak RSS <= 16 MiB (%.1f MiB): %s.\n", rss[b], verdict(rss[b] <= 16)
+      b = "barge pull"; g = "barge pull -g"; p = "curl | pigz -dc | tar -x"; s = "skopeo copy + umoci unpack"
+      n0 = "barge commit, no change"; n1 = "barge commit, small change"
+      if (med[b] != "" && med[p] != "")
+        row("#2", "barge pull <= curl \\| pigz -dc \\| tar -x", sprintf("%.2f s vs %.2f s", med[b], med[p]), med[b] <= med[p])
+      if (med[b] != "" && med[s] != "")
+        row("#2", "barge pull <= (skopeo copy + umoci unpack) / 4", sprintf("%.2f s vs %.2f s / 4 = %.2f s", med[b], med[s], med[s] / 4), med[b] <= med[s] / 4)
+      if (med[b] != "")
+        row("#2", "barge pull peak RSS <= 16 MiB", sprintf("%.1f MiB", rss[b]), rss[b] <= 16)
+      if (med[ovh] != "" && med[b] != "")
+        row("#3", "pull -g adds <= the plain pull time", sprintf("+%.2f s vs %.2f s", med[ovh], med[b]), med[ovh] <= med[b])
+      if (med[n0] != "")
+        row("#3", "no-op commit <= 0.3 s", sprintf("%.3f s", med[n0]), med[n0] <= 0.3)
+      if (med[n1] != "")
+        row("#3", "small-change commit <= 0.5 s", sprintf("%.3f s", med[n1]), med[n1] <= 0.5)
+      if (med[same] != "")
+        row("#4", "push peak RSS <= 32 MiB (same registry)", sprintf("%.1f MiB", rss[same]), rss[same] <= 32)
+      if (med[other] != "")
+        row("#4", "push peak RSS <= 32 MiB (other registry)", sprintf("%.1f MiB", rss[other]), rss[other] <= 32)
     }' <<<"$1"
 }
+load_range() { awk -F'\t' 'NR > 1 { if (min == "" || $7 < min) min = $7; if ($7 > max) max = $7 } END { printf "%s-%s", min, max }' "$TSV"; }
 summary=$(summarise "$STEPS")
+target_rows=$(targets "$summary")
 MD=$OUT/results.md
 {
   echo "Image \`bench/debian:bookworm\`: ${#LAYERS[@]} layers (debootstrap minbase bookworm, additions, deletions),"
-  echo "$(mib "$compressed") MiB compressed, $(mib "$uncompressed") MiB uncompressed; pulled from a local registry on"
-  echo "127.0.0.1 over plain HTTP into a fresh $SCRATCH filesystem per step; medians of $RUNS runs."
-  echo "Machine: $(nproc) CPUs, Linux $(uname -r); $(skopeo --version), umoci $(umoci --version | awk '{print $NF}'), pigz $(pigz --version 2>&1 | awk '{print $2}')."
+  echo "$(mib "$compressed") MiB compressed, $(mib "$uncompressed") MiB uncompressed, from a local registry on"
+  echo "127.0.0.1 over plain HTTP; every pull into a fresh $SCRATCH filesystem; medians of $RUNS runs."
+  echo "Commits and repacks run on the tree just pulled (barge pull -g) or unpacked (umoci unpack); the"
+  echo "small change is one new file and one chmod. The pushed image is that tree plus a $PUSH_MIB MiB file of"
+  echo "random bytes, committed by barge (a $PUSH_MIB MiB gzip layer on top of the $(mib "$compressed") MiB of the base)."
+  echo "Machine: $(nproc) CPUs, Linux $(uname -r); 1-minute load average $(load_range) during the"
+  echo "measurements; $(skopeo --version), umoci $(umoci --version | awk '{print $NF}'), pigz $(pigz --version 2>&1 | awk '{print $2}'), $(git --version)."
   echo
   echo "| step | median wall s | peak RSS MiB |"
   echo "|---|---:|---:|"
   while IFS=';' read -r step med rss fails; do
     shown=${step//|/\\|}
-    if [[ -n $med ]]; then
-      note=""
-      ((fails)) && note=" ($fails failed runs)"
-      echo "| $shown$note | $med | $rss |"
-    else
-      echo "| $shown | n/a | n/a |"
-    fi
+    note=""
+    ((fails)) && note=" ($fails failed runs)"
+    echo "| $shown$note | ${med:-n/a} | ${rss:-n/a} |"
   done <<<"$summary"
   echo
-  echo "Peak RSS is that of the largest single process (GNU time %M), not the sum over a pipeline."
-  targets "$summary"
+  echo "Peak RSS is that of the largest single process of the step, barge's git children included"
+  echo "(GNU time %M); not the sum over a pipeline. The no-op commit exits 1 (\"nothing to commit\"), as it should."
+  if [[ -n $target_rows ]]; then
+    echo
+    echo "| issue | target | measured | met |"
+    echo "|---|---|---|---|"
+    echo "$target_rows"
+  fi
+  if ((${#CHECKS[@]})); then
+    echo
+    echo "Checked once (untimed): $(IFS=';'; echo "${CHECKS[*]}" | sed 's/;/; /g')."
+  fi
   for k in "${!NA_REASON[@]}"; do echo "n/a: $k: ${NA_REASON[$k]}"; done
 } > "$MD"
 echo

@@ -280,15 +280,16 @@ impl History {
                     &format!("pack.compression={IMPORT_COMPRESSION}"),
                     "-c",
                     &format!("core.compression={IMPORT_COMPRESSION}"),
-                    // Keep the pack as written: exploding small imports into
-                    // loose objects costs seconds on a big blob.
+                    // Keep the pack even for a small import: below the default limit
+                    // (100 objects, i.e. every `commit`) fast-import re-reads it with
+                    // `git unpack-objects`, which holds each blob whole in memory.
                     "-c",
                     "fastimport.unpackLimit=0",
                     "fast-import",
                     "--quiet",
                     "--done",
                     "--depth=0",
-                    // Blobs above this are streamed into the pack, not held in memory.
+                    // Stream blobs over 1 MiB into the pack instead of buffering them whole.
                     "--big-file-threshold=1m",
                 ])
                 .stdin(Stdio::piped())
