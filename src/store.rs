@@ -394,19 +394,8 @@ impl Tree {
             } else {
                 m.mode() & 0o7777
             };
-            let entry = Entry {
-                path: p.clone(),
-                kind: EntryKind::Dir,
-                mode,
-                uid: m.uid(),
-                gid: m.gid(),
-                size: 0,
-                mtime: m.mtime(),
-                link: None,
-                rdev: None,
-                xattrs: Vec::new(),
-                content: None,
-            };
+            let mut entry = Entry::from_stat(&p, EntryKind::Dir, &m);
+            entry.mode = mode;
             self.entries.insert(p, TreeEntry { entry, stat: None });
         }
     }

@@ -189,19 +189,7 @@ fn current_entry(
     }
     let full = root.join(OsStr::from_bytes(path));
     let pstat = prev_same_kind.and_then(|p| p.stat);
-    let mut e = Entry {
-        path: path.to_vec(),
-        kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        size: 0,
-        mtime: m.mtime(),
-        link: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        content: None,
-    };
+    let mut e = Entry::from_stat(path, kind, m);
     if let (Some(p), Some(ps)) = (prev_same_kind, pstat) {
         // What disk showed at record time stands for what the image says.
         if ps.mode == stat.mode {

@@ -54,3 +54,24 @@ pub enum Change {
     /// `.wh..wh..opq` in this directory: lower layers' children are hidden.
     Opaque(ImagePath),
 }
+
+impl Entry {
+    /// An entry of `kind` at `path` with the owner, permission bits and mtime
+    /// that `lstat` gave; size, link, device, xattrs and content left empty.
+    pub fn from_stat(path: &[u8], kind: EntryKind, m: &std::fs::Metadata) -> Entry {
+        use std::os::unix::fs::MetadataExt;
+        Entry {
+            path: path.to_vec(),
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: 0,
+            mtime: m.mtime(),
+            link: None,
+            rdev: None,
+            xattrs: Vec::new(),
+            content: None,
+        }
+    }
+}
