@@ -3,8 +3,12 @@
 //!
 //! barge drives the `git` binary. Commits are written with one long-running
 //! `git fast-import` (one pack, no loose objects: several times faster than
-//! `git add -A` on a 10k-file tree), fed only the paths a layer touched, read from
-//! the tree on disk. The index is rebuilt from the top commit at [`History::finish`].
+//! `git add -A` on a 10k-file tree), fed only the paths a layer touched. While a
+//! layer unpacks, History is its [`ContentSink`]: each regular file's bytes go to
+//! fast-import as a marked blob as they are written, so git hashes them on another
+//! core; the commit then names those marks. Anything else (and a file whose blob
+//! cannot be proven to be what is on disk) is read from the tree on disk. The
+//! index is rebuilt from the top commit at [`History::finish`].
 //! barge never writes the user's global config; settings it needs live in the
 //! repository's own `.git/config` or on the command line.
 //!
@@ -16,12 +20,13 @@
 use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
-use crate::layer::entry::{Change, ImagePath};
-use std::collections::BTreeSet;
+use crate::layer::entry::{Change, EntryKind, ImagePath};
+use crate::layer::unpack::ContentSink;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -109,6 +114,18 @@ pub struct History {
     tracked: Option<BTreeSet<ImagePath>>,
     importer: Option<Importer>,
     next_mark: u64,
+    /// Blobs sent by [`ContentSink`] since the last commit, in order.
+    fed: Vec<Fed>,
+    /// Bytes still due for the blob being sent, if one is open.
+    blob_left: Option<u64>,
+}
+
+/// A file's content sent to fast-import while its layer unpacked.
+struct Fed {
+    path: ImagePath,
+    mark: u64,
+    /// (st_dev, st_ino) of the file written; None until the file is complete.
+    id: Option<(u64, u64)>,
 }
 
 /// A running `git fast-import`.
@@ -133,6 +150,8 @@ impl History {
             tracked: Some(BTreeSet::new()),
             importer: None,
             next_mark: 1,
+            fed: Vec::new(),
+            blob_left: None,
         })
     }
 
@@ -155,6 +174,8 @@ impl History {
             tracked: None,
             importer: None,
             next_mark: 1,
+            fed: Vec::new(),
+            blob_left: None,
         })
     }
 
@@ -203,8 +224,12 @@ impl History {
             (None, None) if index == 0 => None,
             (None, None) => bail!("git: layer {index} has no parent commit"),
         };
+        if self.blob_left.is_some() {
+            bail!("git: layer {index}: a file's content was not sent completely");
+        }
         self.load_tracked()?;
-        let ops = self.plan(changes)?;
+        let marks = self.take_marks(changes);
+        let ops = self.plan(changes, &marks)?;
         let mark = self.next_mark;
         self.next_mark += 1;
         let when = crate::commit::now_or_epoch();
@@ -352,8 +377,52 @@ impl History {
         Ok(())
     }
 
+    /// Which paths' blobs, sent while the layer unpacked, may stand for the file:
+    /// path → (mark, file id). Only a path whose last `Put` is the `File` entry that
+    /// sent the blob qualifies, and only while no later file of this layer got the
+    /// same inode (a reused inode number says nothing about content). If the blobs do
+    /// not line up with the `File` puts, none is used.
+    fn take_marks(&mut self, changes: &[Change]) -> HashMap<ImagePath, (u64, (u64, u64))> {
+        let fed = std::mem::take(&mut self.fed);
+        let mut last_of_id: HashMap<(u64, u64), u64> = HashMap::new();
+        for f in &fed {
+            if let Some(id) = f.id {
+                last_of_id.insert(id, f.mark);
+            }
+        }
+        let mut sent = fed.into_iter();
+        let mut marks = HashMap::new();
+        for c in changes {
+            let Change::Put(e) = c else { continue };
+            if e.kind != EntryKind::File {
+                marks.remove(&e.path);
+                continue;
+            }
+            match sent.next() {
+                Some(f) if f.path == e.path => match f.id {
+                    Some(id) if last_of_id.get(&id) == Some(&f.mark) => {
+                        marks.insert(f.path, (f.mark, id));
+                    }
+                    _ => {
+                        marks.remove(&e.path);
+                    }
+                },
+                _ => return HashMap::new(),
+            }
+        }
+        if sent.next().is_some() {
+            return HashMap::new();
+        }
+        marks
+    }
+
     /// Turns a layer's changes into fast-import file commands, updating `tracked`.
-    fn plan(&mut self, changes: &[Change]) -> Result<Vec<Op>> {
+    /// A file whose blob was sent (`marks`) and is still that inode names the mark.
+    fn plan(
+        &mut self,
+        changes: &[Change],
+        marks: &HashMap<ImagePath, (u64, (u64, u64))>,
+    ) -> Result<Vec<Op>> {
         let mut dels: BTreeSet<&[u8]> = BTreeSet::new();
         let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
         for c in changes {
@@ -380,7 +449,7 @@ impl History {
             let is_dir = matches!(disk, Disk::Dir);
             let had_self = tracked.contains(p);
             let had_below = has_under(tracked, p);
-            let is_blob = matches!(disk, Disk::File(_) | Disk::Symlink(_));
+            let is_blob = matches!(disk, Disk::File(..) | Disk::Symlink(_));
             if (had_below && !is_dir) || (had_self && !is_blob) {
                 remove_under(tracked, p, true);
                 ops.push(Op::Delete(p.to_vec()));
@@ -389,9 +458,14 @@ impl History {
                 continue;
             }
             match disk {
-                Disk::File(exec) => {
+                Disk::File(exec, id) => {
                     tracked.insert(p.to_vec());
-                    ops.push(Op::File(p.to_vec(), exec));
+                    match marks.get(p) {
+                        Some(&(mark, sent)) if sent == id => {
+                            ops.push(Op::Blob(p.to_vec(), exec, mark))
+                        }
+                        _ => ops.push(Op::File(p.to_vec(), exec)),
+                    }
                 }
                 Disk::Symlink(t) => {
                     tracked.insert(p.to_vec());
@@ -401,6 +475,77 @@ impl History {
             }
         }
         Ok(ops)
+    }
+}
+
+impl History {
+    /// Writes to fast-import; a failure ends it and explains why.
+    fn send(&mut self, bytes: &[&[u8]]) -> std::io::Result<()> {
+        let imp = self.importer().map_err(std::io::Error::from)?;
+        let mut res = Ok(());
+        for b in bytes {
+            res = imp.input.write_all(b);
+            if res.is_err() {
+                break;
+            }
+        }
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.blob_left = None;
+                Err(std::io::Error::from(self.importer_failed(e)))
+            }
+        }
+    }
+}
+
+/// Sends each regular file of the layer being unpacked to fast-import as a blob.
+impl ContentSink for History {
+    fn begin(&mut self, path: &[u8], size: u64) -> std::io::Result<()> {
+        if self.blob_left.is_some() {
+            return Err(std::io::Error::other(
+                "git: previous file's content was not sent completely",
+            ));
+        }
+        let mark = self.next_mark;
+        self.next_mark += 1;
+        let head = format!("blob\nmark :{mark}\ndata {size}\n");
+        self.send(&[head.as_bytes()])?;
+        self.blob_left = Some(size);
+        self.fed.push(Fed {
+            path: path.to_vec(),
+            mark,
+            id: None,
+        });
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.blob_left {
+            Some(left) if left >= bytes.len() as u64 => {
+                self.send(&[bytes])?;
+                self.blob_left = Some(left - bytes.len() as u64);
+                Ok(())
+            }
+            _ => Err(std::io::Error::other(
+                "git: file content longer than its size",
+            )),
+        }
+    }
+
+    fn end(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+        if self.blob_left != Some(0) {
+            return Err(std::io::Error::other(
+                "git: file content shorter than its size",
+            ));
+        }
+        self.send(&[b"\n"])?;
+        self.blob_left = None;
+        let m = file.metadata()?;
+        if let Some(f) = self.fed.last_mut() {
+            f.id = Some((m.dev(), m.ino()));
+        }
+        Ok(())
     }
 }
 
@@ -450,8 +595,10 @@ fn remove_under(set: &mut BTreeSet<ImagePath>, p: &[u8], with_self: bool) -> boo
 /// One fast-import file command.
 enum Op {
     Delete(ImagePath),
-    /// Path, executable.
+    /// Path, executable: content read from disk.
     File(ImagePath, bool),
+    /// Path, executable, mark of the blob already sent.
+    Blob(ImagePath, bool, u64),
     Symlink(ImagePath, Vec<u8>),
 }
 
@@ -468,6 +615,11 @@ fn write_op(w: &mut impl Write, root: &Path, op: &Op) -> std::io::Result<()> {
             w.write_all(&quote(p))?;
             write!(w, "\ndata {}\n", t.len())?;
             w.write_all(t)?;
+            w.write_all(b"\n")
+        }
+        Op::Blob(p, exec, mark) => {
+            write!(w, "M {} :{mark} ", if *exec { "100755" } else { "100644" })?;
+            w.write_all(&quote(p))?;
             w.write_all(b"\n")
         }
         Op::File(p, exec) => {
@@ -512,8 +664,8 @@ fn quote(p: &[u8]) -> Vec<u8> {
 
 /// What a path is on disk, as git would see it.
 enum Disk {
-    /// Regular file; executable by anyone.
-    File(bool),
+    /// Regular file; executable by anyone; (st_dev, st_ino).
+    File(bool, (u64, u64)),
     Symlink(Vec<u8>),
     Dir,
     /// Missing, below a symlink, or a kind git does not store.
@@ -567,7 +719,7 @@ impl<'a> Probe<'a> {
         };
         let ft = m.file_type();
         if ft.is_file() {
-            Disk::File(m.permissions().mode() & 0o111 != 0)
+            Disk::File(m.permissions().mode() & 0o111 != 0, (m.dev(), m.ino()))
         } else if ft.is_symlink() {
             match std::fs::read_link(&full) {
                 Ok(t) => Disk::Symlink(t.into_os_string().as_bytes().to_vec()),
@@ -704,6 +856,93 @@ mod tests {
             title: t.into(),
             trailers: vec![("Size".into(), "1".into())],
         }
+    }
+
+    /// Writes `path` and sends its content through the sink, as unpacking does.
+    fn feed(h: &mut History, root: &Path, path: &str, data: &str) {
+        let f = root.join(path);
+        std::fs::write(&f, data).unwrap();
+        h.begin(path.as_bytes(), data.len() as u64).unwrap();
+        h.data(data.as_bytes()).unwrap();
+        h.end(&std::fs::File::open(&f).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn blobs_sent_while_unpacking_are_used_only_while_on_disk() {
+        let root = tmpdir("git-sink");
+        let mut h = History::init(&root).unwrap();
+        std::os::unix::fs::symlink(".", root.join("lnk")).unwrap();
+        let mut link = put(b"d");
+        if let Change::Put(e) = &mut link {
+            e.kind = EntryKind::Symlink;
+        }
+        // "a" is kept. "b" is replaced through a symlinked parent (its inode number
+        // may be reused): the disk wins. "c" is sent twice: the second counts. "d"
+        // becomes a symlink. "e" is rewritten in place, which unpacking never does:
+        // git gets what was sent, proving the sent blob is used. "f" is replaced like
+        // "b" while a hardlink keeps its inode alive, so the new one gets another.
+        feed(&mut h, &root, "a", "sent a");
+        feed(&mut h, &root, "e", "sent e");
+        std::fs::write(root.join("e"), "disk e").unwrap();
+        feed(&mut h, &root, "f", "sent f");
+        std::fs::hard_link(root.join("f"), root.join("g")).unwrap();
+        std::fs::remove_file(root.join("f")).unwrap();
+        feed(&mut h, &root, "lnk/f", "disk f");
+        feed(&mut h, &root, "b", "sent b");
+        std::fs::remove_file(root.join("b")).unwrap();
+        feed(&mut h, &root, "lnk/b", "disk b");
+        feed(&mut h, &root, "c", "first c");
+        std::fs::remove_file(root.join("c")).unwrap();
+        feed(&mut h, &root, "c", "second c");
+        feed(&mut h, &root, "d", "sent d");
+        std::fs::remove_file(root.join("d")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("d")).unwrap();
+        let mut hardlink = put(b"g");
+        if let Change::Put(e) = &mut hardlink {
+            e.kind = EntryKind::Hardlink;
+        }
+        let changes = vec![
+            put(b"a"),
+            put(b"e"),
+            put(b"f"),
+            hardlink,
+            put(b"lnk/f"),
+            put(b"b"),
+            put(b"lnk/b"),
+            put(b"c"),
+            put(b"c"),
+            put(b"d"),
+            link,
+            Change::Put(Entry {
+                kind: EntryKind::Symlink,
+                ..match put(b"lnk") {
+                    Change::Put(e) => e,
+                    _ => unreachable!(),
+                }
+            }),
+        ];
+        let c = chain_id(None, &Digest::of_bytes(b"l"));
+        h.commit_layer(0, &c, &msg("l"), &changes).unwrap();
+        std::fs::write(root.join("e"), "sent e").unwrap();
+        // Nothing sent for this layer: files are read from disk.
+        std::fs::write(root.join("a"), "disk a").unwrap();
+        let c = chain_id(Some(&c), &Digest::of_bytes(b"m"));
+        h.commit_layer(1, &c, &msg("m"), &[put(b"a")]).unwrap();
+        h.finish().unwrap();
+        for (p, want) in [
+            ("a", "disk a"),
+            ("b", "disk b"),
+            ("c", "second c"),
+            ("e", "sent e"),
+            ("f", "disk f"),
+            ("g", "sent f"),
+            ("d", "a"),
+        ] {
+            assert_eq!(git(&root, &["show", &format!("HEAD:{p}")]), want, "{p}");
+        }
+        assert_eq!(git(&root, &["show", "HEAD~1:a"]), "sent a");
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

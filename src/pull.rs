@@ -10,7 +10,7 @@ use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
 use crate::layer::stage::Stage;
-use crate::layer::unpack::{apply_layer, UnpackOptions, UnpackStats};
+use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackStats};
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{human_bytes, MeterReader, Output};
 use crate::reference::Reference;
@@ -182,6 +182,7 @@ fn unpack_all(
             &mut root,
             &unpack_opts,
             &mut changes,
+            history.as_mut().map(|h| h as &mut dyn ContentSink),
             out,
         )
         .with_context(|| format!("layer {i} ({})", desc.digest))?;
@@ -245,7 +246,8 @@ fn layer_message(
     LayerMessage { title, trailers }
 }
 
-/// One layer, one pass: socket → digest → gunzip → diff_id → tar → disk.
+/// One layer, one pass: socket → digest → gunzip → diff_id → tar → disk (and
+/// each file's content to `sink`, i.e. git, when recording history).
 #[allow(clippy::too_many_arguments)]
 fn pull_layer(
     reg: &mut Registry,
@@ -255,6 +257,7 @@ fn pull_layer(
     root: &mut Root,
     opts: &UnpackOptions,
     changes: &mut Vec<Change>,
+    sink: Option<&mut dyn ContentSink>,
     out: &Output,
 ) -> Result<UnpackStats> {
     let compression = manifest::layer_compression(&desc.media_type)?;
@@ -265,8 +268,10 @@ fn pull_layer(
         meter: &mut meter,
     });
     let applied = match compression {
-        Compression::Gzip => apply_hashed(root, GzipReader::new(&mut compressed), opts, changes),
-        Compression::None => apply_hashed(root, &mut compressed, opts, changes),
+        Compression::Gzip => {
+            apply_hashed(root, GzipReader::new(&mut compressed), opts, changes, sink)
+        }
+        Compression::None => apply_hashed(root, &mut compressed, opts, changes, sink),
     };
     // Whatever happened, read the blob to its end: a digest mismatch explains a
     // corrupt stream better than the gunzip or tar error it caused.
@@ -292,9 +297,10 @@ fn apply_hashed<R: Read>(
     tar: R,
     opts: &UnpackOptions,
     changes: &mut Vec<Change>,
+    sink: Option<&mut dyn ContentSink>,
 ) -> Result<(UnpackStats, Digest)> {
     let mut hashed = HashReader::new(tar);
-    let stats = apply_layer(root, &mut hashed, opts, changes)?;
+    let stats = apply_layer_with(root, &mut hashed, opts, changes, sink)?;
     io::copy(&mut hashed, &mut io::sink()).context("read layer")?;
     Ok((stats, hashed.finish().0))
 }

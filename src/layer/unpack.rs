@@ -55,15 +55,42 @@ pub struct UnpackStats {
     pub skipped_xattrs: u64,
 }
 
+/// Receives the content of every regular file as it is written to disk, e.g. to
+/// hash it in another process while the layer unpacks.
+///
+/// For each `File` entry that is created, in the order of their `Change::Put`s:
+/// one `begin`, then `data` calls that add up to exactly `size` bytes, then `end`.
+/// If applying the layer fails, the sequence may stop anywhere (the layer is lost).
+pub trait ContentSink {
+    /// A regular file at `path` with `size` bytes of content starts.
+    fn begin(&mut self, path: &[u8], size: u64) -> io::Result<()>;
+    /// The next bytes of the current file.
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// The current file is complete: `file` is it on disk, its metadata set.
+    fn end(&mut self, file: &std::fs::File) -> io::Result<()>;
+}
+
 /// Applies the uncompressed layer `tar` to `root`, recording what it did in `changes`.
 ///
 /// The stream is read to its very end (also past the end-of-archive blocks), so a
 /// hashing reader wrapped around it sees every byte.
+#[cfg(test)]
 pub fn apply_layer<R: Read>(
     root: &mut Root,
     tar: R,
     opts: &UnpackOptions,
     changes: &mut Vec<Change>,
+) -> Result<UnpackStats> {
+    apply_layer_with(root, tar, opts, changes, None)
+}
+
+/// [`apply_layer`], also handing each regular file's content to `sink`.
+pub fn apply_layer_with<R: Read>(
+    root: &mut Root,
+    tar: R,
+    opts: &UnpackOptions,
+    changes: &mut Vec<Change>,
+    sink: Option<&mut dyn ContentSink>,
 ) -> Result<UnpackStats> {
     let pad_at = Rc::new(Cell::new(u64::MAX));
     let reader = LayerReader {
@@ -81,6 +108,7 @@ pub fn apply_layer<R: Read>(
         opaque: Vec::new(),
         dir_times: HashMap::new(),
         buf: vec![0u8; COPY_BUF],
+        sink,
     };
     {
         let entries = archive.entries().map_err(tar_error)?;
@@ -155,7 +183,7 @@ impl<R: Read> Read for LayerReader<R> {
 }
 
 /// The state of applying one layer.
-struct Unpacker<'r> {
+struct Unpacker<'r, 's> {
     root: &'r mut Root,
     opts: UnpackOptions,
     stats: UnpackStats,
@@ -166,6 +194,8 @@ struct Unpacker<'r> {
     /// Directories whose mtime must be set at the end: from their header, or as they were.
     dir_times: HashMap<ImagePath, (i64, i64)>,
     buf: Vec<u8>,
+    /// Where regular files' content is also sent.
+    sink: Option<&'s mut dyn ContentSink>,
 }
 
 /// What one tar entry is, after parsing.
@@ -176,7 +206,7 @@ enum Action {
     Skip,
 }
 
-impl Unpacker<'_> {
+impl Unpacker<'_, '_> {
     /// Applies one tar entry.
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>, changes: &mut Vec<Change>) -> Result<()> {
         let raw_name = e.path_bytes().into_owned();
@@ -423,6 +453,10 @@ impl Unpacker<'_> {
     ) -> io::Result<()> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
+        let mut sink = self.sink.as_deref_mut();
+        if let Some(s) = sink.as_deref_mut() {
+            s.begin(&entry.path, entry.size)?;
+        }
         loop {
             let n = data.read(&mut self.buf)?;
             if n == 0 {
@@ -431,6 +465,9 @@ impl Unpacker<'_> {
             let chunk = self.buf.get(..n).unwrap_or_default();
             hasher.update(chunk);
             f.write_all(chunk)?;
+            if let Some(s) = sink.as_deref_mut() {
+                s.data(chunk)?;
+            }
             total += n as u64;
         }
         if total != entry.size {
@@ -457,7 +494,11 @@ impl Unpacker<'_> {
             }
         }
         let t = (entry.mtime, 0);
-        fsroot::futimes(&f, t, t)
+        fsroot::futimes(&f, t, t)?;
+        match sink {
+            Some(s) => s.end(&f),
+            None => Ok(()),
+        }
     }
 
     /// Owner, mode, xattrs and times of a non-file entry, by path (owner before mode,
