@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::fixtures::{push, umoci, Fixtures, Layout, RawEntry, TarBuilder, EPOCH};
+use common::fixtures::{
+    chmod, mknod, push, set_xattr, umoci, Fixtures, Layout, RawEntry, TarBuilder, EPOCH,
+};
 use common::oci::{
     chain_ids, config_diff_ids, layer_items, made_blob, manifest_layers, record_config, record_dir,
     record_manifest, umoci_tree_of_record, TarItem,
@@ -17,10 +19,9 @@ use common::{
     assert_clean_failure, assert_success, barge, barge_env, run, sha256_hex, DirState, TempDir,
 };
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -369,42 +370,6 @@ fn check_layer(p: &Pulled, sum: &Summary, expected: &[(&str, char)]) {
     assert_eq!(got, expected, "entries of the new layer: {items:#?}");
     let theirs = umoci_tree_of_record(&p.dir, &f().registry, p.repo);
     tree::assert_same_tree(&theirs, &snapshot(&p.dir));
-}
-
-fn chmod(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-fn mknod(p: &Path, kind: libc::mode_t, mode: u32, dev: libc::dev_t) {
-    // SAFETY: valid C string.
-    let r = unsafe { libc::mknod(cstr(p).as_ptr(), kind | mode as libc::mode_t, dev) };
-    assert_eq!(r, 0, "mknod {}", p.display());
-    chmod(p, mode);
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let n = CString::new(name).expect("name without NUL");
-    // SAFETY: valid C strings and a live buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            cstr(p).as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "setxattr {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
 }
 
 // ------------------------------------------------------------------ each kind of change

@@ -455,7 +455,8 @@ fn chown(p: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("lchown");
 }
 
-fn chmod(p: &Path, mode: u32) {
+/// chmod, failing the test on error.
+pub fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
@@ -472,7 +473,8 @@ fn mkdir(p: &Path, mode: u32) {
     chmod(p, mode);
 }
 
-fn mknod(p: &Path, kind: libc::mode_t, mode: u32, dev: libc::dev_t) {
+/// mknod (device or fifo) with `mode`, failing the test on error.
+pub fn mknod(p: &Path, kind: libc::mode_t, mode: u32, dev: libc::dev_t) {
     let c = CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
     // SAFETY: valid C string.
     let r = unsafe { libc::mknod(c.as_ptr(), kind | mode as libc::mode_t, dev) };
@@ -486,7 +488,8 @@ fn mknod(p: &Path, kind: libc::mode_t, mode: u32, dev: libc::dev_t) {
     chmod(p, mode);
 }
 
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+/// lsetxattr, failing the test on error.
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
     let n = CString::new(name).expect("name without NUL");
     // SAFETY: valid C strings and a live buffer.
