@@ -251,6 +251,18 @@ impl Registry {
         Ok(())
     }
 
+    /// `headers` as owned pairs, plus Authorization when `url` is the registry's.
+    fn with_authorization(&self, url: &Url, headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(a) = self.authorization(url) {
+            all.push(("Authorization".into(), a));
+        }
+        all
+    }
+
     /// The Authorization header for a request to `url`, if it goes to the registry itself.
     fn authorization(&self, url: &Url) -> Option<String> {
         if url.origin() != self.base.origin() {
@@ -327,13 +339,7 @@ impl Registry {
             self.ping()?;
         }
         let url = self.base.join(path)?;
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(a) = self.authorization(&url) {
-            all.push(("Authorization".into(), a));
-        }
+        let all = self.with_authorization(&url, headers);
         let req = Request {
             method,
             url: &url,
@@ -358,13 +364,7 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response> {
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(a) = self.authorization(url) {
-            all.push(("Authorization".into(), a));
-        }
+        let all = self.with_authorization(url, headers);
         let follow = method == "GET" || method == "HEAD";
         self.send_retrying(method, url, &all, body, follow)
     }

@@ -215,16 +215,9 @@ impl Session {
     fn finish(self, reg: &mut Registry, digest: &Digest, last: &[u8]) -> Result<()> {
         let url = self.commit_url(digest);
         let resp = reg.request("PUT", &url, &OCTETS, last)?;
-        match resp.status {
-            201 | 204 => resp.discard(),
-            s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
-        }
+        committed(reg, resp, digest)
     }
-}
 
-const OCTETS: [(&str, &str); 1] = [("Content-Type", "application/octet-stream")];
-
-impl Session {
     /// The session's Location with `digest=` added: PUT there commits the blob.
     fn commit_url(&self, digest: &Digest) -> String {
         let sep = if self.location.contains('?') {
@@ -245,12 +238,19 @@ impl Session {
     ) -> Result<()> {
         let url = self.commit_url(digest);
         let resp = reg.request_stream("PUT", &url, &OCTETS, body, len)?;
-        match resp.status {
-            201 | 204 => resp.discard(),
-            s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
-        }
+        committed(reg, resp, digest)
     }
 }
+
+/// The answer to the PUT that commits a blob.
+fn committed(reg: &Registry, resp: crate::http::Response, digest: &Digest) -> Result<()> {
+    match resp.status {
+        201 | 204 => resp.discard(),
+        s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
+    }
+}
+
+const OCTETS: [(&str, &str); 1] = [("Content-Type", "application/octet-stream")];
 
 fn read_full(data: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
     data.read_exact(buf).map_err(|e| match e.kind() {
