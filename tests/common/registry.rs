@@ -215,9 +215,12 @@ impl Registry {
     /// `curl` against the registry (with CA and credentials as needed, Basic auth only,
     /// so not for Token mode's protected endpoints). Returns (status, body).
     pub fn curl(&self, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        // One file per call: parallel tests fetch the same paths.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = self
             .dir
-            .join(format!("curl-{}.out", super::sha256_hex(path.as_bytes())));
+            .join(format!("curl-{}-{n}.out", std::process::id()));
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "-o"])
             .arg(&body)
