@@ -13,6 +13,8 @@ mod json;
 mod layer;
 mod login;
 mod manifest;
+#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
+mod memcpy;
 mod progress;
 mod pull;
 mod push;

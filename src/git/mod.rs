@@ -4,11 +4,12 @@
 //! barge drives the `git` binary. Commits are written with one long-running
 //! `git fast-import` (one pack, no loose objects: several times faster than
 //! `git add -A` on a 10k-file tree), fed only the paths a layer touched. While a
-//! layer unpacks, History is its [`ContentSink`]: each regular file's bytes go to
-//! fast-import as a marked blob as they are written, so git hashes them on another
-//! core; the commit then names those marks. Anything else (and a file whose blob
-//! cannot be proven to be what is on disk) is read from the tree on disk. The
-//! index is rebuilt from the top commit at [`History::finish`].
+//! layer unpacks, History is its [`ContentSink`]: each regular file's bytes go
+//! into a pack of barge's own ([`pack`]) as they are written, so git never hashes
+//! them (its collision-detecting SHA-1 made fast-import three times slower than
+//! the pull); the commit then names those blobs by id. Anything else (and a file
+//! whose blob cannot be proven to be what is on disk) is read from the tree on
+//! disk. The index is rebuilt from the top commit at [`History::finish`].
 //! barge never writes the user's global config; settings it needs live in the
 //! repository's own `.git/config` or on the command line.
 //!
@@ -17,11 +18,14 @@
 //! `usr/src/app/.git`), and symlinks named `.gitmodules`. Empty directories,
 //! owners, modes beyond +x, devices, fifos and xattrs are invisible to git anyway.
 
+mod pack;
+
 use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::layer::entry::{Change, EntryKind, ImagePath};
 use crate::layer::unpack::ContentSink;
+use pack::{Oid, PackWriter};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufWriter, Read, Write};
@@ -114,16 +118,19 @@ pub struct History {
     tracked: Option<BTreeSet<ImagePath>>,
     importer: Option<Importer>,
     next_mark: u64,
+    /// The pack receiving this layer's file contents, once the first one comes.
+    pack: Option<PackWriter>,
     /// Blobs sent by [`ContentSink`] since the last commit, in order.
     fed: Vec<Fed>,
     /// Bytes still due for the blob being sent, if one is open.
     blob_left: Option<u64>,
 }
 
-/// A file's content sent to fast-import while its layer unpacked.
+/// A file's content written to the pack while its layer unpacked.
 struct Fed {
     path: ImagePath,
-    mark: u64,
+    /// The blob's id; None until the file is complete.
+    oid: Option<Oid>,
     /// (st_dev, st_ino) of the file written; None until the file is complete.
     id: Option<(u64, u64)>,
 }
@@ -150,6 +157,7 @@ impl History {
             tracked: Some(BTreeSet::new()),
             importer: None,
             next_mark: 1,
+            pack: None,
             fed: Vec::new(),
             blob_left: None,
         })
@@ -174,6 +182,7 @@ impl History {
             tracked: None,
             importer: None,
             next_mark: 1,
+            pack: None,
             fed: Vec::new(),
             blob_left: None,
         })
@@ -228,6 +237,10 @@ impl History {
             bail!("git: layer {index}: a file's content was not sent completely");
         }
         self.load_tracked()?;
+        // fast-import looks the blobs up by id: their pack must be complete first.
+        if let Some(pack) = self.pack.take() {
+            pack.finish().context("git: writing the layer's pack")?;
+        }
         let marks = self.take_marks(changes);
         let ops = self.plan(changes, &marks)?;
         let mark = self.next_mark;
@@ -310,6 +323,12 @@ impl History {
                     // `git unpack-objects`, which holds each blob whole in memory.
                     "-c",
                     "fastimport.unpackLimit=0",
+                    // fast-import looks up every blob barge packed; small pack windows
+                    // keep the pages it touches from piling up in its memory.
+                    "-c",
+                    "core.packedGitWindowSize=1m",
+                    "-c",
+                    "core.packedGitLimit=16m",
                     "fast-import",
                     "--quiet",
                     "--done",
@@ -378,19 +397,19 @@ impl History {
     }
 
     /// Which paths' blobs, sent while the layer unpacked, may stand for the file:
-    /// path → (mark, file id). Only a path whose last `Put` is the `File` entry that
+    /// path → (blob id, file id). Only a path whose last `Put` is the `File` entry that
     /// sent the blob qualifies, and only while no later file of this layer got the
     /// same inode (a reused inode number says nothing about content). If the blobs do
     /// not line up with the `File` puts, none is used.
-    fn take_marks(&mut self, changes: &[Change]) -> HashMap<ImagePath, (u64, (u64, u64))> {
+    fn take_marks(&mut self, changes: &[Change]) -> HashMap<ImagePath, (Oid, (u64, u64))> {
         let fed = std::mem::take(&mut self.fed);
-        let mut last_of_id: HashMap<(u64, u64), u64> = HashMap::new();
-        for f in &fed {
+        let mut last_of_id: HashMap<(u64, u64), usize> = HashMap::new();
+        for (i, f) in fed.iter().enumerate() {
             if let Some(id) = f.id {
-                last_of_id.insert(id, f.mark);
+                last_of_id.insert(id, i);
             }
         }
-        let mut sent = fed.into_iter();
+        let mut sent = fed.into_iter().enumerate();
         let mut marks = HashMap::new();
         for c in changes {
             let Change::Put(e) = c else { continue };
@@ -399,9 +418,9 @@ impl History {
                 continue;
             }
             match sent.next() {
-                Some(f) if f.path == e.path => match f.id {
-                    Some(id) if last_of_id.get(&id) == Some(&f.mark) => {
-                        marks.insert(f.path, (f.mark, id));
+                Some((i, f)) if f.path == e.path => match (f.id, f.oid) {
+                    (Some(id), Some(oid)) if last_of_id.get(&id) == Some(&i) => {
+                        marks.insert(f.path, (oid, id));
                     }
                     _ => {
                         marks.remove(&e.path);
@@ -421,7 +440,7 @@ impl History {
     fn plan(
         &mut self,
         changes: &[Change],
-        marks: &HashMap<ImagePath, (u64, (u64, u64))>,
+        marks: &HashMap<ImagePath, (Oid, (u64, u64))>,
     ) -> Result<Vec<Op>> {
         let mut dels: BTreeSet<&[u8]> = BTreeSet::new();
         let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
@@ -461,8 +480,8 @@ impl History {
                 Disk::File(exec, id) => {
                     tracked.insert(p.to_vec());
                     match marks.get(p) {
-                        Some(&(mark, sent)) if sent == id => {
-                            ops.push(Op::Blob(p.to_vec(), exec, mark))
+                        Some(&(oid, sent)) if sent == id => {
+                            ops.push(Op::Blob(p.to_vec(), exec, oid))
                         }
                         _ => ops.push(Op::File(p.to_vec(), exec)),
                     }
@@ -479,27 +498,22 @@ impl History {
 }
 
 impl History {
-    /// Writes to fast-import; a failure ends it and explains why.
-    fn send(&mut self, bytes: &[&[u8]]) -> std::io::Result<()> {
-        let imp = self.importer().map_err(std::io::Error::from)?;
-        let mut res = Ok(());
-        for b in bytes {
-            res = imp.input.write_all(b);
-            if res.is_err() {
-                break;
+    /// The pack of the layer being unpacked, started on first use.
+    /// A full pack (4 GiB) is completed and another one started.
+    fn pack(&mut self) -> std::io::Result<&mut PackWriter> {
+        let pack = match self.pack.take() {
+            Some(p) if p.is_full() && self.blob_left.is_none() => {
+                p.finish()?;
+                PackWriter::create(&self.root.join(".git/objects/pack"))?
             }
-        }
-        match res {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.blob_left = None;
-                Err(std::io::Error::from(self.importer_failed(e)))
-            }
-        }
+            Some(p) => p,
+            None => PackWriter::create(&self.root.join(".git/objects/pack"))?,
+        };
+        Ok(self.pack.insert(pack))
     }
 }
 
-/// Sends each regular file of the layer being unpacked to fast-import as a blob.
+/// Writes each regular file of the layer being unpacked into the layer's pack.
 impl ContentSink for History {
     fn begin(&mut self, path: &[u8], size: u64) -> std::io::Result<()> {
         if self.blob_left.is_some() {
@@ -507,14 +521,11 @@ impl ContentSink for History {
                 "git: previous file's content was not sent completely",
             ));
         }
-        let mark = self.next_mark;
-        self.next_mark += 1;
-        let head = format!("blob\nmark :{mark}\ndata {size}\n");
-        self.send(&[head.as_bytes()])?;
+        self.pack()?.begin_blob(size)?;
         self.blob_left = Some(size);
         self.fed.push(Fed {
             path: path.to_vec(),
-            mark,
+            oid: None,
             id: None,
         });
         Ok(())
@@ -523,7 +534,7 @@ impl ContentSink for History {
     fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self.blob_left {
             Some(left) if left >= bytes.len() as u64 => {
-                self.send(&[bytes])?;
+                self.pack()?.blob_data(bytes)?;
                 self.blob_left = Some(left - bytes.len() as u64);
                 Ok(())
             }
@@ -539,10 +550,11 @@ impl ContentSink for History {
                 "git: file content shorter than its size",
             ));
         }
-        self.send(&[b"\n"])?;
+        let oid = self.pack()?.end_blob()?;
         self.blob_left = None;
         let m = file.metadata()?;
         if let Some(f) = self.fed.last_mut() {
+            f.oid = Some(oid);
             f.id = Some((m.dev(), m.ino()));
         }
         Ok(())
@@ -597,8 +609,8 @@ enum Op {
     Delete(ImagePath),
     /// Path, executable: content read from disk.
     File(ImagePath, bool),
-    /// Path, executable, mark of the blob already sent.
-    Blob(ImagePath, bool, u64),
+    /// Path, executable, id of the blob already in a pack.
+    Blob(ImagePath, bool, Oid),
     Symlink(ImagePath, Vec<u8>),
 }
 
@@ -617,8 +629,9 @@ fn write_op(w: &mut impl Write, root: &Path, op: &Op) -> std::io::Result<()> {
             w.write_all(t)?;
             w.write_all(b"\n")
         }
-        Op::Blob(p, exec, mark) => {
-            write!(w, "M {} :{mark} ", if *exec { "100755" } else { "100644" })?;
+        Op::Blob(p, exec, oid) => {
+            let mode = if *exec { "100755" } else { "100644" };
+            write!(w, "M {mode} {} ", pack::hex(oid))?;
             w.write_all(&quote(p))?;
             w.write_all(b"\n")
         }
