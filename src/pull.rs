@@ -167,7 +167,10 @@ fn unpack_all(
     } else {
         None
     };
-    let unpack_opts = UnpackOptions::for_current_user();
+    let unpack_opts = UnpackOptions {
+        content_digests: opts.git,
+        ..UnpackOptions::for_current_user()
+    };
     let mut total = UnpackStats::default();
     let mut records = Vec::with_capacity(layers.len());
     let mut chain: Option<Digest> = None;

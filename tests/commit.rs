@@ -155,7 +155,10 @@ fn pull_g(repo: &'static str, tag: &str, layout: &'static Layout, fixture: &'sta
     let out = barge(&["pull", &image, "-r", s(&dir), "-g"]);
     assert_success(&out);
     // barge writes the blobs' packs itself: git must find them whole and correct.
-    git(&dir, &["fsck", "--strict", "--no-dangling", "--no-progress"]);
+    git(
+        &dir,
+        &["fsck", "--strict", "--no-dangling", "--no-progress"],
+    );
     Pulled {
         _tmp: tmp,
         dir,

@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 
 /// Buffer size for copying file contents.
@@ -29,6 +30,9 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 pub struct UnpackOptions {
     /// Running as root (`geteuid() == 0`): set owners and make device nodes.
     pub as_root: bool,
+    /// Record each regular file's sha256 in its entry (barge's record needs them;
+    /// a plain pull keeps no record and saves a third hash pass over the content).
+    pub content_digests: bool,
 }
 
 impl UnpackOptions {
@@ -36,6 +40,7 @@ impl UnpackOptions {
     pub fn for_current_user() -> UnpackOptions {
         UnpackOptions {
             as_root: unsafe { libc::geteuid() } == 0,
+            content_digests: true,
         }
     }
 }
@@ -358,7 +363,11 @@ impl Unpacker<'_, '_> {
         let path = entry.path.clone();
         match entry.kind {
             EntryKind::File => {
-                let f = self.retry_replace(&path, |r| r.create_file(&path, 0o600))?;
+                // With its final permission bits (less the umask), so that
+                // write_file rarely needs an fchmod. The whole pull happens in a
+                // directory nobody else is given until it is complete.
+                let mode = entry.mode & 0o777;
+                let f = self.retry_replace(&path, |r| r.create_file(&path, mode))?;
                 self.write_file(f, entry, data)
             }
             EntryKind::Dir => {
@@ -451,7 +460,7 @@ impl Unpacker<'_, '_> {
         entry: &mut Entry,
         data: &mut tar::Entry<R>,
     ) -> io::Result<()> {
-        let mut hasher = Sha256::new();
+        let mut hasher = self.opts.content_digests.then(Sha256::new);
         let mut total = 0u64;
         let mut sink = self.sink.as_deref_mut();
         if let Some(s) = sink.as_deref_mut() {
@@ -463,7 +472,9 @@ impl Unpacker<'_, '_> {
                 break;
             }
             let chunk = self.buf.get(..n).unwrap_or_default();
-            hasher.update(chunk);
+            if let Some(h) = hasher.as_mut() {
+                h.update(chunk);
+            }
             f.write_all(chunk)?;
             if let Some(s) = sink.as_deref_mut() {
                 s.data(chunk)?;
@@ -477,16 +488,24 @@ impl Unpacker<'_, '_> {
             ));
         }
         self.stats.bytes += total;
-        entry.content = Some(Digest::from_hasher(hasher));
+        entry.content = hasher.map(Digest::from_hasher);
+        // Most files are created with the owner and mode they need; on a journalled
+        // filesystem every fchown/fchmod is a transaction, so skip those that would
+        // change nothing (the file was created without setuid/setgid/sticky bits).
+        let st = f.metadata()?;
         if self.opts.as_root {
-            match fsroot::fchown(&f, entry.uid, entry.gid) {
-                Err(e) if owner_refused(&e) => self.stats.skipped_owners += 1,
-                r => r?,
+            if (st.uid(), st.gid()) != (entry.uid, entry.gid) {
+                match fsroot::fchown(&f, entry.uid, entry.gid) {
+                    Err(e) if owner_refused(&e) => self.stats.skipped_owners += 1,
+                    r => r?,
+                }
             }
         } else {
             self.stats.skipped_owners += u64::from(entry.uid != 0 || entry.gid != 0);
         }
-        fsroot::fchmod(&f, entry.mode)?;
+        if st.mode() & 0o7777 != entry.mode & 0o7777 {
+            fsroot::fchmod(&f, entry.mode)?;
+        }
         for (name, value) in &entry.xattrs {
             match fsroot::fsetxattr(std::os::fd::AsRawFd::as_raw_fd(&f), name, value) {
                 Err(e) if xattr_refused(&e) => self.stats.skipped_xattrs += 1,
@@ -1282,6 +1301,37 @@ mod tests {
     }
 
     #[test]
+    fn modes_the_umask_would_strip_are_exact_and_digests_are_optional() {
+        let mut s = Scene::new(true);
+        let t = tb()
+            .file_mode("rw-all", b"a", 0o666)
+            .file_mode("rwx-all", b"b", 0o777)
+            .file_mode("none", b"c", 0o000)
+            .file_mode("sgid", b"d", 0o2711)
+            .end();
+        let opts = UnpackOptions {
+            content_digests: false,
+            ..UnpackOptions::for_current_user()
+        };
+        apply_layer(&mut s.r, &t[..], &opts, &mut s.changes).unwrap();
+        for (name, mode) in [
+            ("rw-all", 0o666),
+            ("rwx-all", 0o777),
+            ("none", 0),
+            ("sgid", 0o2711),
+        ] {
+            let m = std::fs::symlink_metadata(s.p(name)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, mode, "{name}");
+        }
+        assert_eq!(std::fs::read(s.p("none")).unwrap(), b"c");
+        for c in &s.changes {
+            if let Change::Put(e) = c {
+                assert_eq!(e.content, None, "no content digest asked for");
+            }
+        }
+    }
+
+    #[test]
     fn not_root_skips_devices_and_owners() {
         let mut s = Scene::new(false);
         let mut h = tb().header(b"owned", tar::EntryType::Regular, 1, 0o4755);
@@ -1293,7 +1343,10 @@ mod tests {
             .node("dev", tar::EntryType::Block, 0o600)
             .node("fifo", tar::EntryType::Fifo, 0o600)
             .end();
-        let opts = UnpackOptions { as_root: false };
+        let opts = UnpackOptions {
+            as_root: false,
+            content_digests: true,
+        };
         let stats = apply_layer(&mut s.r, &t[..], &opts, &mut s.changes).unwrap();
         assert_eq!((stats.skipped_devices, stats.skipped_owners), (1, 1));
         assert!(!s.p("dev").exists());
@@ -1325,7 +1378,10 @@ mod tests {
         let e = apply_layer(
             &mut s.r,
             Intr,
-            &UnpackOptions { as_root: false },
+            &UnpackOptions {
+                as_root: false,
+                content_digests: true,
+            },
             &mut Vec::new(),
         )
         .unwrap_err();
@@ -1341,7 +1397,10 @@ mod tests {
         apply_layer(
             &mut s.r,
             &mut h,
-            &UnpackOptions { as_root: false },
+            &UnpackOptions {
+                as_root: false,
+                content_digests: true,
+            },
             &mut Vec::new(),
         )
         .unwrap();
