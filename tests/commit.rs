@@ -200,6 +200,7 @@ struct Summary {
 fn commit_ok(dir: &Path, msg: &str, env: &[(&str, &OsStr)]) -> Summary {
     let out = commit_env(dir, msg, env);
     assert_success(&out);
+    git(dir, &["fsck", "--strict", "--no-dangling", "--no-progress"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |prefix: &str| -> String {
         text.lines()

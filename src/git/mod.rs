@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -237,17 +237,18 @@ impl History {
             bail!("git: layer {index}: a file's content was not sent completely");
         }
         self.load_tracked()?;
+        let marks = self.take_marks(changes);
+        let mut ops = self.plan(changes, &marks)?;
+        self.pack_files(&mut ops)
+            .context("git: packing the layer's files")?;
         // fast-import looks the blobs up by id: their pack must be complete first.
         if let Some(pack) = self.pack.take() {
             pack.finish().context("git: writing the layer's pack")?;
         }
-        let marks = self.take_marks(changes);
-        let ops = self.plan(changes, &marks)?;
         let mark = self.next_mark;
         self.next_mark += 1;
         let when = crate::commit::now_or_epoch();
         let msg = message.render();
-        let root = self.root.clone();
         let ident = self.ident.clone();
         let imp = self.importer()?;
         let w = &mut imp.input;
@@ -261,7 +262,7 @@ impl History {
         let res = (|| -> std::io::Result<()> {
             w.write_all(head.as_bytes())?;
             for op in &ops {
-                write_op(w, &root, op)?;
+                write_op(w, op)?;
             }
             w.write_all(b"\n")
         })();
@@ -498,6 +499,46 @@ impl History {
 }
 
 impl History {
+    /// Puts the content of each file read from disk (`Op::File`) into the pack,
+    /// turning the op into an `Op::Blob`.
+    fn pack_files(&mut self, ops: &mut [Op]) -> std::io::Result<()> {
+        for op in ops.iter_mut() {
+            if let Op::File(p, exec) = op {
+                let oid = self.pack_file(p)?;
+                *op = Op::Blob(std::mem::take(p), *exec, oid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Packs the file at `p` (relative to the root) as it is on disk now.
+    fn pack_file(&mut self, p: &[u8]) -> std::io::Result<Oid> {
+        let full = self.root.join(OsStr::from_bytes(p));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&full)?;
+        let len = f.metadata()?.len();
+        let pack = self.pack()?;
+        pack.begin_blob(len)?;
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = f.read(chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::other(format!(
+                    "{}: file changed while it was being read",
+                    full.display()
+                )));
+            }
+            pack.blob_data(chunk.get(..n).unwrap_or_default())?;
+            left -= n as u64;
+        }
+        pack.end_blob()
+    }
+
     /// The pack of the layer being unpacked, started on first use.
     /// A full pack (4 GiB) is completed and another one started.
     fn pack(&mut self) -> std::io::Result<&mut PackWriter> {
@@ -607,14 +648,14 @@ fn remove_under(set: &mut BTreeSet<ImagePath>, p: &[u8], with_self: bool) -> boo
 /// One fast-import file command.
 enum Op {
     Delete(ImagePath),
-    /// Path, executable: content read from disk.
+    /// Path, executable: content to be read from disk (packed before it is written).
     File(ImagePath, bool),
     /// Path, executable, id of the blob already in a pack.
     Blob(ImagePath, bool, Oid),
     Symlink(ImagePath, Vec<u8>),
 }
 
-fn write_op(w: &mut impl Write, root: &Path, op: &Op) -> std::io::Result<()> {
+fn write_op(w: &mut impl Write, op: &Op) -> std::io::Result<()> {
     match op {
         Op::Delete(p) if p.is_empty() => w.write_all(b"deleteall\n"),
         Op::Delete(p) => {
@@ -635,26 +676,10 @@ fn write_op(w: &mut impl Write, root: &Path, op: &Op) -> std::io::Result<()> {
             w.write_all(&quote(p))?;
             w.write_all(b"\n")
         }
-        Op::File(p, exec) => {
-            let full = root.join(OsStr::from_bytes(p));
-            let mut f = std::fs::File::open(&full)?;
-            let len = f.metadata()?.len();
-            w.write_all(if *exec {
-                b"M 100755 inline "
-            } else {
-                b"M 100644 inline "
-            })?;
-            w.write_all(&quote(p))?;
-            write!(w, "\ndata {len}\n")?;
-            let n = std::io::copy(&mut (&mut f).take(len), w)?;
-            if n != len {
-                return Err(std::io::Error::other(format!(
-                    "{}: file changed while it was being read",
-                    full.display()
-                )));
-            }
-            w.write_all(b"\n")
-        }
+        Op::File(p, _) => Err(std::io::Error::other(format!(
+            "git: {} was not packed",
+            String::from_utf8_lossy(p)
+        ))),
     }
 }
 
