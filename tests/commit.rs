@@ -1016,13 +1016,20 @@ fn images_own_git_dir_survives_pull() {
 }
 
 #[test]
-#[ignore = "barge bug: git lists a directory holding only a nested repository as \
-            untracked (`?? usr/src/only-git/`) right after `pull -g`; fixing it needs \
-            barge to keep such directories in .git/info/exclude (pull and commit)"]
 fn git_status_is_clean_with_a_directory_holding_only_a_repository() {
     let p = pull_g("test/only-git", "1", &extra().layout, "only-git");
     tree::assert_same_tree(&p.layout.unpack_tree(p.tag), &snapshot(&p.dir));
     assert_eq!(git(&p.dir, &["status", "--porcelain"]), "", "git status");
+    // Once the directory holds a file git tracks, it is no longer excluded: a new
+    // file there shows up in git status again.
+    fs::write(p.dir.join("usr/src/only-git/README"), "mine\n").unwrap();
+    commit_ok(&p.dir, "add a readme", &[]);
+    assert_eq!(git(&p.dir, &["status", "--porcelain"]), "", "after commit");
+    fs::write(p.dir.join("usr/src/only-git/later"), "x").unwrap();
+    assert_eq!(
+        git(&p.dir, &["status", "--porcelain"]),
+        "?? usr/src/only-git/later\n"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! `usr/src/app/.git`), and symlinks named `.gitmodules`. Empty directories,
 //! owners, modes beyond +x, devices, fifos and xattrs are invisible to git anyway.
 
+mod exclude;
 mod pack;
 
 use crate::bail;
@@ -116,6 +117,8 @@ pub struct History {
     tip: Option<(String, u64)>,
     /// Paths (non-directories) in git's view of the tip, loaded lazily.
     tracked: Option<BTreeSet<ImagePath>>,
+    /// Directories holding an image's own repository (see [`exclude`]).
+    nested: BTreeSet<ImagePath>,
     importer: Option<Importer>,
     next_mark: u64,
     /// The pack receiving this layer's file contents, once the first one comes.
@@ -155,6 +158,7 @@ impl History {
             base: None,
             tip: None,
             tracked: Some(BTreeSet::new()),
+            nested: BTreeSet::new(),
             importer: None,
             next_mark: 1,
             pack: None,
@@ -180,6 +184,7 @@ impl History {
             base: Some(head),
             tip: None,
             tracked: None,
+            nested: exclude::read(&root.join(".git")),
             importer: None,
             next_mark: 1,
             pack: None,
@@ -308,7 +313,22 @@ impl History {
             .ok()
             .map(|o| String::from_utf8_lossy(&o).trim().to_string());
         self.tip = None;
-        Ok(())
+        self.exclude_nested_repos()
+            .context("git: writing .git/info/exclude")
+    }
+
+    /// Excludes each directory that still holds an image's own repository and
+    /// nothing git tracks, so that `git status` does not list it.
+    fn exclude_nested_repos(&mut self) -> std::io::Result<()> {
+        let Some(tracked) = &self.tracked else {
+            return Ok(());
+        };
+        let root = &self.root;
+        self.nested.retain(|d| {
+            let dir = root.join(OsStr::from_bytes(d));
+            exclude::holds_git_entry(&dir) && !tracked.contains(d) && !has_under(tracked, d)
+        });
+        exclude::write(&root.join(".git"), &self.nested)
     }
 
     fn importer(&mut self) -> Result<&mut Importer> {
@@ -475,6 +495,9 @@ impl History {
                 ops.push(Op::Delete(p.to_vec()));
             }
             if !visible {
+                if let Some(d) = exclude::nested_repo_dir(p) {
+                    self.nested.insert(d.to_vec());
+                }
                 continue;
             }
             match disk {
