@@ -6,7 +6,8 @@
 //! instructions) and appended to the pack as they are written to disk, so git
 //! only has to build trees and commits from the object ids. Objects are stored
 //! uncompressed (zlib stored blocks), as fast-import did with compression 0;
-//! `git gc` compresses them later. A blob already in this pack is taken back out.
+//! `git repack -a -d -F` compresses them if the user wants (`git gc` reuses stored
+//! data as it is). A blob already in this pack is taken back out.
 //!
 //! The pack is written under a temporary name in `.git/objects/pack/` and gets
 //! its real name (`pack-<checksum>`) only when complete: `.pack` first, `.idx`
