@@ -15,7 +15,7 @@ use common::{
 };
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -738,4 +738,68 @@ fn runc_runs_the_pulled_busybox() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from barge\n");
+}
+
+/// Not root: a layer may add to and delete from directories that are read-only
+/// (0555, made by this layer or an earlier one), by new entries, whiteouts and opaque
+/// markers; their modes come out as the image says. Runs barge as `nobody` with `setpriv`.
+#[test]
+fn non_root_pull_writes_into_read_only_directories() {
+    require_tool("setpriv");
+    let l1 = tar(|t| {
+        t.dir("ro/", 0o555)
+            .file("ro/a", 0o644, b"a")
+            .dir("ro/sub/", 0o555)
+            .file("ro/sub/x", 0o644, b"x")
+            .dir("ro/o/", 0o555)
+            .file("ro/o/old", 0o644, b"old");
+    });
+    let l2 = tar(|t| {
+        t.file("ro/b", 0o644, b"b")
+            .whiteout("ro/.wh.a")
+            .whiteout("ro/sub/.wh.x")
+            .dir("ro/new/", 0o500)
+            .file("ro/new/y", 0o400, b"y")
+            .file("ro/o/fresh", 0o644, b"fresh")
+            .whiteout("ro/o/.wh..wh..opq");
+    });
+    push_crafted(&f().registry, "nonroot/ro:2", &[l1, l2]);
+    let tmp = TempDir::new("nonroot");
+    let (nobody, nogroup) = (65534, 65534);
+    let own = |p: &Path| std::os::unix::fs::chown(p, Some(nobody), Some(nogroup)).unwrap();
+    own(tmp.path());
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // The test binary's directory may not be open to nobody: run a copy.
+    let bin = tmp.join("barge");
+    fs::copy(common::barge_path(), &bin).unwrap();
+    let dir = tmp.join("rootfs");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(pull_args(&img("nonroot/ro:2"), &dir, &[]))
+        .env("HOME", tmp.path())
+        .env("DOCKER_CONFIG", tmp.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let mode = |p: &str| fs::symlink_metadata(dir.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        [
+            mode("ro"),
+            mode("ro/sub"),
+            mode("ro/new"),
+            mode("ro/new/y"),
+            mode("ro/o")
+        ],
+        [0o555, 0o555, 0o500, 0o400, 0o555]
+    );
+    assert_eq!(list_dir(&dir.join("ro")), ["b", "new", "o", "sub"]);
+    assert_eq!(list_dir(&dir.join("ro/o")), ["fresh"]);
+    assert!(list_dir(&dir.join("ro/sub")).is_empty());
+    assert_eq!(fs::read(dir.join("ro/b")).unwrap(), b"b");
+    assert_eq!(
+        fs::symlink_metadata(dir.join("ro/b")).unwrap().uid(),
+        nobody
+    );
 }

@@ -112,6 +112,7 @@ pub fn apply_layer_with<R: Read>(
         upper: HashSet::new(),
         opaque: Vec::new(),
         dir_times: HashMap::new(),
+        opened: HashMap::new(),
         buf: vec![0u8; COPY_BUF],
         sink,
     };
@@ -198,6 +199,8 @@ struct Unpacker<'r, 's> {
     opaque: Vec<ImagePath>,
     /// Directories whose mtime must be set at the end: from their header, or as they were.
     dir_times: HashMap<ImagePath, (i64, i64)>,
+    /// Not root: read-only directories given u+rwx for this layer, and their modes.
+    opened: HashMap<ImagePath, u32>,
     buf: Vec<u8>,
     /// Where regular files' content is also sent.
     sink: Option<&'s mut dyn ContentSink>,
@@ -280,8 +283,7 @@ impl Unpacker<'_, '_> {
     /// `path` itself (opaque directories).
     fn prune(&mut self, path: &[u8], remove_self: bool) -> io::Result<()> {
         if remove_self && !self.upper.contains(path) {
-            self.root.remove(path)?;
-            return Ok(());
+            return self.remove(path);
         }
         match self.root.lstat(path)? {
             Some(m) if m.is_dir() => {}
@@ -317,7 +319,48 @@ impl Unpacker<'_, '_> {
                 self.make_parents(&parent)?;
                 self.create(entry, data)?;
             }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                if !self.open_up(&parent)? {
+                    return Err(e.into());
+                }
+                self.create(entry, data)?;
+            }
             r => r?,
+        }
+        Ok(())
+    }
+
+    /// Not root, a read-only directory `dir` (e.g. 0555) cannot take new entries:
+    /// gives its owner rwx until the end of the layer, when [`Unpacker::finish`]
+    /// puts the mode back. False if that cannot help (root, not a directory, or
+    /// already open), so the caller keeps its error.
+    fn open_up(&mut self, dir: &[u8]) -> io::Result<bool> {
+        if self.opts.as_root {
+            return Ok(false);
+        }
+        let Some(m) = self.root.lstat(dir)? else {
+            return Ok(false);
+        };
+        if !m.is_dir() || m.mode & 0o700 == 0o700 {
+            return Ok(false);
+        }
+        self.root.chmod(dir, (m.mode | 0o700) & 0o7777)?;
+        self.opened.insert(dir.to_vec(), m.mode & 0o7777);
+        Ok(true)
+    }
+
+    /// Removes `path`, opening up its read-only parent if that is what stops it.
+    fn remove(&mut self, path: &[u8]) -> io::Result<()> {
+        match self.root.remove(path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                if !self.open_up(split_last(path).0)? {
+                    return Err(e);
+                }
+                self.root.remove(path)?;
+            }
+            r => {
+                r?;
+            }
         }
         Ok(())
     }
@@ -534,6 +577,8 @@ impl Unpacker<'_, '_> {
         }
         if entry.kind != EntryKind::Symlink {
             self.root.chmod(path, entry.mode).context("setting mode")?;
+            // The layer's own word on this directory's mode wins over an open_up's.
+            self.opened.remove(path);
         }
         for (name, value) in &entry.xattrs {
             match self.root.set_xattr(path, name, value) {
@@ -558,6 +603,14 @@ impl Unpacker<'_, '_> {
                     String::from_utf8_lossy(&dir)
                 )
             })?;
+        }
+        for (dir, mode) in std::mem::take(&mut self.opened) {
+            match self.root.chmod(&dir, mode) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+                r => {
+                    r.with_context(|| format!("setting mode of {}", String::from_utf8_lossy(&dir)))?
+                }
+            }
         }
         for (dir, t) in std::mem::take(&mut self.dir_times) {
             match self.root.set_dir_mtime(&dir, t) {
