@@ -652,7 +652,7 @@ fn dup_path(fd: RawFd) -> io::Result<OwnedFd> {
 
 fn timespec((sec, nsec): (i64, i64)) -> libc::timespec {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    ts.tv_sec = sec as libc::time_t;
+    ts.tv_sec = sec as _;
     ts.tv_nsec = nsec.clamp(0, 999_999_999) as _;
     ts
 }

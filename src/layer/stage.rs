@@ -168,7 +168,7 @@ fn apply_root_meta(target: &Path, meta: &std::fs::Metadata, mode: u32) -> Result
     let mut atime: libc::timespec = unsafe { std::mem::zeroed() };
     atime.tv_nsec = libc::UTIME_OMIT;
     let mut mtime: libc::timespec = unsafe { std::mem::zeroed() };
-    mtime.tv_sec = meta.mtime() as libc::time_t;
+    mtime.tv_sec = meta.mtime() as _;
     mtime.tv_nsec = meta.mtime_nsec() as _;
     let ts = [atime, mtime];
     if unsafe { libc::futimens(fd, ts.as_ptr()) } < 0 {
