@@ -36,10 +36,10 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-/// zlib level of the pack fast-import writes. 0 (stored) is about twice as fast
-/// as 1 on a 10k-file tree (git's SHA-1 is then most of the cost); the pack is as
-/// big as the content until the user runs `git repack -a -d -F` (`git gc` reuses
-/// the stored data as it is; gc.auto is off).
+/// zlib level of the pack fast-import writes: now only trees, commits and symlink
+/// targets, stored uncompressed like the blobs barge packs ([`pack`]). Both stay
+/// as big as their content until the user runs `git repack -a -d -F` (`git gc`
+/// reuses the stored data as it is; gc.auto is off).
 const IMPORT_COMPRESSION: u32 = 0;
 
 /// Prefix of every layer branch.
@@ -126,17 +126,13 @@ pub struct History {
     pack: Option<PackWriter>,
     /// Blobs sent by [`ContentSink`] since the last commit, in order.
     fed: Vec<Fed>,
-    /// Bytes still due for the blob being sent, if one is open.
-    blob_left: Option<u64>,
 }
 
 /// A file's content written to the pack while its layer unpacked.
 struct Fed {
     path: ImagePath,
-    /// The blob's id; None until the file is complete.
-    oid: Option<Oid>,
-    /// (st_dev, st_ino) of the file written; None until the file is complete.
-    id: Option<(u64, u64)>,
+    /// The blob's id and (st_dev, st_ino) of the file written; None until it is complete.
+    written: Option<(Oid, (u64, u64))>,
 }
 
 /// A running `git fast-import`.
@@ -164,7 +160,6 @@ impl History {
             next_mark: 1,
             pack: None,
             fed: Vec::new(),
-            blob_left: None,
         })
     }
 
@@ -190,7 +185,6 @@ impl History {
             next_mark: 1,
             pack: None,
             fed: Vec::new(),
-            blob_left: None,
         })
     }
 
@@ -239,7 +233,7 @@ impl History {
             (None, None) if index == 0 => None,
             (None, None) => bail!("git: layer {index} has no parent commit"),
         };
-        if self.blob_left.is_some() {
+        if self.pack.as_ref().is_some_and(PackWriter::blob_open) {
             bail!("git: layer {index}: a file's content was not sent completely");
         }
         self.load_tracked()?;
@@ -342,7 +336,7 @@ impl History {
                     &format!("core.compression={IMPORT_COMPRESSION}"),
                     // Keep the pack even for a small import: below the default limit
                     // (100 objects, i.e. every `commit`) fast-import re-reads it with
-                    // `git unpack-objects`, which holds each blob whole in memory.
+                    // `git unpack-objects` into loose objects, one file each.
                     "-c",
                     "fastimport.unpackLimit=0",
                     // fast-import looks up every blob barge packed; small pack windows
@@ -355,8 +349,6 @@ impl History {
                     "--quiet",
                     "--done",
                     "--depth=0",
-                    // Stream blobs over 1 MiB into the pack instead of buffering them whole.
-                    "--big-file-threshold=1m",
                 ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
@@ -366,7 +358,8 @@ impl History {
             let Some(stdin) = child.stdin.take() else {
                 bail!("git fast-import: no input pipe");
             };
-            // A bigger pipe means fewer context switches while files stream through.
+            // A bigger pipe means fewer context switches while a layer's file lines
+            // (one per path: ~1 MiB for a 10k-file layer) go through.
             // SAFETY: fcntl on a pipe fd we own; failure only leaves the default size.
             unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
             self.importer = Some(Importer {
@@ -427,7 +420,7 @@ impl History {
         let fed = std::mem::take(&mut self.fed);
         let mut last_of_id: HashMap<(u64, u64), usize> = HashMap::new();
         for (i, f) in fed.iter().enumerate() {
-            if let Some(id) = f.id {
+            if let Some((_, id)) = f.written {
                 last_of_id.insert(id, i);
             }
         }
@@ -440,8 +433,8 @@ impl History {
                 continue;
             }
             match sent.next() {
-                Some((i, f)) if f.path == e.path => match (f.id, f.oid) {
-                    (Some(id), Some(oid)) if last_of_id.get(&id) == Some(&i) => {
+                Some((i, f)) if f.path == e.path => match f.written {
+                    Some((oid, id)) if last_of_id.get(&id) == Some(&i) => {
                         marks.insert(f.path, (oid, id));
                     }
                     _ => {
@@ -538,27 +531,19 @@ impl History {
     /// Packs the file at `p` (relative to the root) as it is on disk now.
     fn pack_file(&mut self, p: &[u8]) -> std::io::Result<Oid> {
         let full = self.root.join(OsStr::from_bytes(p));
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&full)?;
         let len = f.metadata()?.len();
         let pack = self.pack()?;
         pack.begin_blob(len)?;
-        let mut buf = vec![0u8; 128 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let chunk = buf.get_mut(..want).unwrap_or_default();
-            let n = f.read(chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::other(format!(
-                    "{}: file changed while it was being read",
-                    full.display()
-                )));
-            }
-            pack.blob_data(chunk.get(..n).unwrap_or_default())?;
-            left -= n as u64;
+        let mut content = std::io::BufReader::with_capacity(128 * 1024, f.take(len));
+        if std::io::copy(&mut content, pack)? != len {
+            return Err(std::io::Error::other(format!(
+                "{}: file changed while it was being read",
+                full.display()
+            )));
         }
         pack.end_blob()
     }
@@ -567,7 +552,7 @@ impl History {
     /// A full pack (4 GiB) is completed and another one started.
     fn pack(&mut self) -> std::io::Result<&mut PackWriter> {
         let pack = match self.pack.take() {
-            Some(p) if p.is_full() && self.blob_left.is_none() => {
+            Some(p) if p.is_full() && !p.blob_open() => {
                 p.finish()?;
                 PackWriter::create(&self.root.join(".git/objects/pack"))?
             }
@@ -580,47 +565,25 @@ impl History {
 
 /// Writes each regular file of the layer being unpacked into the layer's pack.
 impl ContentSink for History {
+    /// The pack checks the sequence: one blob at a time, exactly `size` bytes.
     fn begin(&mut self, path: &[u8], size: u64) -> std::io::Result<()> {
-        if self.blob_left.is_some() {
-            return Err(std::io::Error::other(
-                "git: previous file's content was not sent completely",
-            ));
-        }
         self.pack()?.begin_blob(size)?;
-        self.blob_left = Some(size);
         self.fed.push(Fed {
             path: path.to_vec(),
-            oid: None,
-            id: None,
+            written: None,
         });
         Ok(())
     }
 
     fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self.blob_left {
-            Some(left) if left >= bytes.len() as u64 => {
-                self.pack()?.blob_data(bytes)?;
-                self.blob_left = Some(left - bytes.len() as u64);
-                Ok(())
-            }
-            _ => Err(std::io::Error::other(
-                "git: file content longer than its size",
-            )),
-        }
+        self.pack()?.blob_data(bytes)
     }
 
     fn end(&mut self, file: &std::fs::File) -> std::io::Result<()> {
-        if self.blob_left != Some(0) {
-            return Err(std::io::Error::other(
-                "git: file content shorter than its size",
-            ));
-        }
         let oid = self.pack()?.end_blob()?;
-        self.blob_left = None;
         let m = file.metadata()?;
         if let Some(f) = self.fed.last_mut() {
-            f.oid = Some(oid);
-            f.id = Some((m.dev(), m.ino()));
+            f.written = Some((oid, (m.dev(), m.ino())));
         }
         Ok(())
     }

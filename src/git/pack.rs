@@ -18,7 +18,7 @@
 //! Formats: git's Documentation/gitformat-pack.txt (pack v2, idx v1).
 
 use sha1::{Digest as _, Sha1};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -35,12 +35,6 @@ const STORED_MAX: u64 = 65_535;
 const MAX_OFFSET: u64 = u32::MAX as u64;
 const WRITE_BUF: usize = 1 << 20;
 
-/// One object in the pack, for the index.
-struct Placed {
-    oid: Oid,
-    offset: u32,
-}
-
 /// The blob being written.
 struct Open {
     start: u64,
@@ -49,7 +43,8 @@ struct Open {
     /// Bytes still due in the current stored block.
     block_left: u64,
     sha: Sha1,
-    adler: Adler32,
+    /// Adler-32 of the content so far (the zlib stream's trailer).
+    adler: u32,
 }
 
 /// A pack being written; see the module comment.
@@ -59,8 +54,8 @@ pub struct PackWriter {
     out: BufWriter<File>,
     /// Bytes written so far, header included.
     offset: u64,
-    objects: Vec<Placed>,
-    seen: HashSet<Oid>,
+    /// The objects written: id → offset (one entry per id: duplicates are cut out).
+    objects: HashMap<Oid, u32>,
     open: Option<Open>,
 }
 
@@ -74,8 +69,7 @@ impl PackWriter {
             tmp,
             out: BufWriter::with_capacity(WRITE_BUF, file),
             offset: 0,
-            objects: Vec::new(),
-            seen: HashSet::new(),
+            objects: HashMap::new(),
             open: None,
         };
         // The object count is filled in by `finish`.
@@ -86,6 +80,11 @@ impl PackWriter {
     /// Whether the pack can take no more objects (an index v1 offset would overflow).
     pub fn is_full(&self) -> bool {
         self.offset >= MAX_OFFSET
+    }
+
+    /// Whether a blob is begun and not yet ended.
+    pub fn blob_open(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Starts a blob of `size` bytes.
@@ -101,7 +100,7 @@ impl PackWriter {
             left: size,
             block_left: 0,
             sha: Sha1::new(),
-            adler: Adler32::new(),
+            adler: 1,
         };
         blob.sha.update(format!("blob {size}\0").as_bytes());
         let mut head = object_header(OBJ_BLOB, size);
@@ -123,7 +122,7 @@ impl PackWriter {
             return Err(io::Error::other("pack: blob longer than its size"));
         }
         blob.sha.update(bytes);
-        blob.adler.update(bytes);
+        blob.adler = miniz_oxide::mz_adler32_oxide(blob.adler, bytes);
         while !bytes.is_empty() {
             if blob.block_left == 0 {
                 let len = blob.left.min(STORED_MAX);
@@ -150,11 +149,11 @@ impl PackWriter {
         if blob.left != 0 {
             return Err(io::Error::other("pack: blob shorter than its size"));
         }
-        self.put(&blob.adler.finish().to_be_bytes())?;
+        self.put(&blob.adler.to_be_bytes())?;
         let oid: Oid = blob.sha.finalize().into();
         let offset = u32::try_from(blob.start).map_err(|_| io::Error::other("pack: full"))?;
-        if self.seen.insert(oid) {
-            self.objects.push(Placed { oid, offset });
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.objects.entry(oid) {
+            slot.insert(offset);
         } else {
             self.rewind(blob.start)?;
         }
@@ -184,11 +183,12 @@ impl PackWriter {
         file.set_permissions(fs::Permissions::from_mode(0o444))?;
         fs::rename(&self.tmp, &pack)?;
         self.tmp = PathBuf::new();
-        self.objects.sort_unstable_by_key(|a| a.oid);
-        let (tmp_idx, idx_file) = create_temp(&self.dir, "idx")?;
+        let mut sorted: Vec<(Oid, u32)> = self.objects.drain().collect();
+        sorted.sort_unstable();
+        let (tmp_idx, mut idx_file) = create_temp(&self.dir, "idx")?;
         let written = idx_file
             .set_permissions(fs::Permissions::from_mode(0o444))
-            .and_then(|_| write_index(idx_file, &self.objects, &checksum))
+            .and_then(|_| idx_file.write_all(&index_bytes(&sorted, &checksum)))
             .and_then(|_| fs::rename(&tmp_idx, self.dir.join(format!("{name}.idx"))));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp_idx);
@@ -212,6 +212,18 @@ impl PackWriter {
         file.set_len(offset)?;
         file.seek(SeekFrom::Start(offset))?;
         self.offset = offset;
+        Ok(())
+    }
+}
+
+/// The open blob's bytes, for `io::copy`.
+impl Write for PackWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.blob_data(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -282,49 +294,30 @@ fn sha1_of_file(file: &File, len: u64) -> io::Result<Oid> {
     Ok(sha.finalize().into())
 }
 
-/// Writes an idx v1 for `objects` (sorted by id) of the pack with `checksum`:
-/// fan-out table, (offset, id) pairs, pack checksum, own checksum.
-fn write_index(file: File, objects: &[Placed], checksum: &Oid) -> io::Result<()> {
-    let mut out = HashingWriter {
-        inner: BufWriter::new(file),
-        sha: Sha1::new(),
-    };
+/// An idx v1 for `objects` (sorted by id) of the pack with `checksum`: fan-out
+/// table, (offset, id) pairs, pack checksum, own checksum. 24 bytes an object,
+/// as much as `objects` holds already.
+fn index_bytes(objects: &[(Oid, u32)], checksum: &Oid) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 * 4 + objects.len() * 24 + 40);
     let mut fanout = [0u32; 256];
-    for o in objects {
-        if let Some(slot) = fanout.get_mut(usize::from(o.oid[0])) {
+    for (oid, _) in objects {
+        if let Some(slot) = fanout.get_mut(usize::from(oid[0])) {
             *slot += 1;
         }
     }
     let mut total = 0u32;
     for n in fanout {
         total += n;
-        out.write_all(&total.to_be_bytes())?;
+        out.extend_from_slice(&total.to_be_bytes());
     }
-    for o in objects {
-        out.write_all(&o.offset.to_be_bytes())?;
-        out.write_all(&o.oid)?;
+    for (oid, offset) in objects {
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(oid);
     }
-    out.write_all(checksum)?;
-    let own: Oid = out.sha.clone().finalize().into();
-    out.inner.write_all(&own)?;
-    out.inner.flush()
-}
-
-/// Writes through while hashing what was written.
-struct HashingWriter<W: Write> {
-    inner: W,
-    sha: Sha1,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    out.extend_from_slice(checksum);
+    let own: Oid = Sha1::digest(&out).into();
+    out.extend_from_slice(&own);
+    out
 }
 
 /// Lower-case hex of an object id.
@@ -332,63 +325,11 @@ pub fn hex(oid: &Oid) -> String {
     oid.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Adler-32 (RFC 1950), the zlib stream's checksum.
-struct Adler32 {
-    a: u32,
-    b: u32,
-}
-
-impl Adler32 {
-    const MOD: u32 = 65_521;
-    /// Most bytes summed before `b` could overflow 32 bits.
-    const NMAX: usize = 5552;
-
-    fn new() -> Adler32 {
-        Adler32 { a: 1, b: 0 }
-    }
-
-    /// Over n bytes x_i, `a` grows by the sum of x_i and `b` by n·a plus the sum of
-    /// (n - i)·x_i. Summing those separately (no chain from byte to byte) lets the
-    /// compiler vectorise the loop; NMAX keeps the weighted sum within 32 bits.
-    fn update(&mut self, data: &[u8]) {
-        for chunk in data.chunks(Self::NMAX) {
-            let n = chunk.len() as u32;
-            let (mut sum, mut weighted) = (0u32, 0u32);
-            for (i, &x) in chunk.iter().enumerate() {
-                sum += u32::from(x);
-                weighted += (n - i as u32) * u32::from(x);
-            }
-            let a = u64::from(self.a) + u64::from(sum);
-            let b = u64::from(self.b) + u64::from(n) * u64::from(self.a) + u64::from(weighted);
-            self.a = (a % u64::from(Self::MOD)) as u32;
-            self.b = (b % u64::from(Self::MOD)) as u32;
-        }
-    }
-
-    fn finish(&self) -> u32 {
-        (self.b << 16) | self.a
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::testutil::git;
     use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .expect("git must be installed");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
 
     fn write_blob(w: &mut PackWriter, data: &[u8], step: usize) -> Oid {
         w.begin_blob(data.len() as u64).unwrap();
@@ -396,22 +337,6 @@ mod tests {
             w.blob_data(c).unwrap();
         }
         w.end_blob().unwrap()
-    }
-
-    #[test]
-    fn adler32_known_values() {
-        let mut a = Adler32::new();
-        a.update(b"Wikipedia");
-        assert_eq!(a.finish(), 0x11e6_0398);
-        let big = vec![0xffu8; 100_000];
-        let mut one = Adler32::new();
-        one.update(&big);
-        let mut parts = Adler32::new();
-        for c in big.chunks(777) {
-            parts.update(c);
-        }
-        assert_eq!(one.finish(), parts.finish());
-        assert_eq!(one.finish(), 0x149a_302c, "adler32 of 100000 bytes of 0xff");
     }
 
     #[test]
