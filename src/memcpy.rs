@@ -19,7 +19,8 @@ use core::ptr::{read_unaligned, write_unaligned};
 /// From this size on, `rep movsb` beats the 32-byte loop (glibc uses the same).
 const REP_MOVSB_FROM: usize = 2048;
 
-/// Copies `n` bytes from `src` to `dst`; the ranges must not overlap.
+/// Copies `n` bytes from `src` to `dst`; the ranges must not overlap. (Every
+/// path also copies correctly when `dst < src`, which [`memmove`] relies on.)
 ///
 /// # Safety
 /// The C contract: `src` readable and `dst` writable for `n` bytes.
@@ -42,15 +43,10 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
 #[cfg_attr(all(target_env = "musl", not(test)), no_mangle)]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     let forward_is_safe = (dst as usize).wrapping_sub(src as usize) >= n;
-    if n <= 32 {
-        copy_upto_32(dst, src, n);
-    } else if !forward_is_safe {
-        copy_backward_32s(dst, src, n);
-    } else if n < REP_MOVSB_FROM {
-        copy_forward_32s(dst, src, n);
-    } else {
-        rep_movsb(dst, src, n);
+    if n <= 32 || forward_is_safe {
+        return memcpy(dst, src, n);
     }
+    copy_backward_32s(dst, src, n);
     dst
 }
 
