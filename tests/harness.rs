@@ -8,7 +8,7 @@ use common::fixtures::{self, Fixtures, Layout, TarBuilder, OCI_INDEX};
 use common::registry::{Mode, Registry};
 use common::token::{PASS, USER};
 use common::tree::{self, snapshot};
-use common::{run, sha256_hex, TempDir};
+use common::{assert_success, run, sha256_hex, TempDir};
 use std::fs;
 use std::process::Command;
 
@@ -101,11 +101,7 @@ fn tls_basic_registry_requires_ca_and_password() {
     let f = Fixtures::get();
     fixtures::push(&reg, &f.layout, "busybox", "private/busybox:1", false);
     let out = skopeo_inspect(&reg, "private/busybox:1", Some(&format!("{USER}:{PASS}")));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         !skopeo_inspect(&reg, "private/busybox:1", Some("tester:nope"))
             .status
@@ -139,20 +135,12 @@ fn token_registry_issues_working_tokens() {
     );
     // Anonymous pull works, but not on private/.
     let out = skopeo_inspect(&reg, "test/busybox:1", None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(!skopeo_inspect(&reg, "private/busybox:1", None)
         .status
         .success());
     let out = skopeo_inspect(&reg, "private/busybox:1", Some(&format!("{USER}:{PASS}")));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // Wrong password: the issuer says 401.
     assert!(
         !skopeo_inspect(&reg, "test/busybox:1", Some("tester:wrong"))

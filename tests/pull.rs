@@ -731,12 +731,7 @@ fn runc_runs_the_pulled_busybox() {
         .output()
         .expect("run runc");
     let _ = Command::new("runc").args(["delete", "-f", &id]).output();
-    assert!(
-        out.status.success(),
-        "runc run failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from barge\n");
 }
 

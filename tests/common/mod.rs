@@ -123,6 +123,35 @@ pub fn sh(prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&run(Command::new(prog).args(args))).into_owned()
 }
 
+/// `openssl req -new -nodes -sha256`: a new private key (`newkey`, e.g. `["rsa:2048"]`
+/// or `["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]`) written to `key`, and
+/// to `out` a self-signed certificate valid `days` days (Some) or a signing request
+/// (None), for subject `subj`; `extra` goes on the end (e.g. `-addext` pairs).
+pub fn openssl_req(
+    newkey: &[&str],
+    days: Option<&str>,
+    subj: &str,
+    key: &Path,
+    out: &Path,
+    extra: &[&str],
+) {
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let (key, out) = (path(key), path(out));
+    let mut args = vec!["req"];
+    if days.is_some() {
+        args.push("-x509");
+    }
+    args.extend(["-new", "-nodes", "-newkey"]);
+    args.extend(newkey);
+    args.push("-sha256");
+    if let Some(d) = days {
+        args.extend(["-days", d]);
+    }
+    args.extend(["-keyout", &key, "-out", &out, "-subj", subj]);
+    args.extend(extra);
+    sh("openssl", &args);
+}
+
 static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A temporary directory that removes itself when dropped. Directories of earlier
@@ -323,11 +352,12 @@ pub fn assert_no_secret(out: &Output, secrets: &[&str]) {
     }
 }
 
-/// Asserts barge succeeded, with its output in the panic message otherwise.
+/// Asserts a command (barge, skopeo, runc, ...) succeeded, with its output in the
+/// panic message otherwise.
 pub fn assert_success(out: &Output) {
     assert!(
         out.status.success(),
-        "barge failed ({})\n--- stdout:\n{}\n--- stderr:\n{}",
+        "command failed ({})\n--- stdout:\n{}\n--- stderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -4,7 +4,7 @@
 //! temporary directory; dropping the `Registry` kills the process.
 
 use super::token::{TokenIssuer, PASS, USER};
-use super::{free_port, require_tool, sh, spawn_owned, TempDir};
+use super::{free_port, openssl_req, require_tool, sh, spawn_owned, TempDir};
 use std::fs;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -247,50 +247,27 @@ impl Registry {
         require_tool("htpasswd");
         let d = self.dir.path().to_path_buf();
         let p = |n: &str| d.join(n).to_str().expect("utf-8 path").to_string();
-        sh(
-            "openssl",
+        let ec = ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl_req(
+            &ec,
+            Some("3650"),
+            "/CN=barge test CA",
+            &d.join("ca.key"),
+            &d.join("ca.crt"),
             &[
-                "req",
-                "-x509",
-                "-new",
-                "-nodes",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-sha256",
-                "-days",
-                "3650",
-                "-keyout",
-                &p("ca.key"),
-                "-out",
-                &p("ca.crt"),
-                "-subj",
-                "/CN=barge test CA",
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
-        sh(
-            "openssl",
-            &[
-                "req",
-                "-new",
-                "-nodes",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-sha256",
-                "-keyout",
-                &p("server.key"),
-                "-out",
-                &p("server.csr"),
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
+        openssl_req(
+            &ec,
+            None,
+            "/CN=127.0.0.1",
+            &d.join("server.key"),
+            &d.join("server.csr"),
+            &[],
         );
         fs::write(
             d.join("server.ext"),

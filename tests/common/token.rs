@@ -4,7 +4,7 @@
 //! requests get `pull` only (and nothing on repositories under `private/`); any other
 //! credentials get 401. Requests are counted and logged for the tests to inspect.
 
-use super::{base64, base64url, sh, TempDir};
+use super::{base64, base64url, openssl_req, sh, TempDir};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -57,25 +57,13 @@ impl TokenIssuer {
         let key = dir.join("key.pem");
         let cert = dir.join("cert.pem");
         let der = dir.join("cert.der");
-        sh(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-nodes",
-                "-newkey",
-                "rsa:2048",
-                "-sha256",
-                "-days",
-                "3650",
-                "-subj",
-                "/CN=barge test token signer",
-                "-keyout",
-                key.to_str().unwrap(),
-                "-out",
-                cert.to_str().unwrap(),
-            ],
+        openssl_req(
+            &["rsa:2048"],
+            Some("3650"),
+            "/CN=barge test token signer",
+            &key,
+            &cert,
+            &[],
         );
         sh(
             "openssl",
