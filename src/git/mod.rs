@@ -579,11 +579,10 @@ impl ContentSink for History {
         self.pack()?.blob_data(bytes)
     }
 
-    fn end(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+    fn end(&mut self, file_id: (u64, u64)) -> std::io::Result<()> {
         let oid = self.pack()?.end_blob()?;
-        let m = file.metadata()?;
         if let Some(f) = self.fed.last_mut() {
-            f.written = Some((oid, (m.dev(), m.ino())));
+            f.written = Some((oid, file_id));
         }
         Ok(())
     }
@@ -889,7 +888,8 @@ mod tests {
         std::fs::write(&f, data).unwrap();
         h.begin(path.as_bytes(), data.len() as u64).unwrap();
         h.data(data.as_bytes()).unwrap();
-        h.end(&std::fs::File::open(&f).unwrap()).unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        h.end((m.dev(), m.ino())).unwrap();
     }
 
     #[test]

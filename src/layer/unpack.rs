@@ -71,8 +71,9 @@ pub trait ContentSink {
     fn begin(&mut self, path: &[u8], size: u64) -> io::Result<()>;
     /// The next bytes of the current file.
     fn data(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// The current file is complete: `file` is it on disk, its metadata set.
-    fn end(&mut self, file: &std::fs::File) -> io::Result<()>;
+    /// The current file is complete on disk, its metadata set; `file_id` is its
+    /// (st_dev, st_ino).
+    fn end(&mut self, file_id: (u64, u64)) -> io::Result<()>;
 }
 
 /// Applies the uncompressed layer `tar` to `root`, recording what it did in `changes`.
@@ -558,7 +559,7 @@ impl Unpacker<'_, '_> {
         let t = (entry.mtime, 0);
         fsroot::futimes(&f, t, t)?;
         match sink {
-            Some(s) => s.end(&f),
+            Some(s) => s.end((st.dev(), st.ino())),
             None => Ok(()),
         }
     }
