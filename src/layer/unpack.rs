@@ -1234,6 +1234,26 @@ mod tests {
     }
 
     #[test]
+    fn gnu_prefix_like_moby_prefix_header_readable() {
+        // The shape of moby's TestPrefixHeaderReadable: an old GNU header of type
+        // NUL with a base-256 uid, 97 `a`s in the prefix field, the name `foo`.
+        each_mode(|s| {
+            let mut h = tb().header(b"foo", tar::EntryType::Regular, 0, 0);
+            let b = h.as_mut_bytes();
+            b[156] = 0;
+            b[108..116].copy_from_slice(&[0x80, 0, 0, 0, 0, 0x20, 0, 0]);
+            b[345..345 + 97].fill(b'a');
+            h.set_cksum();
+            let mut t = tb();
+            t.raw(&h, b"");
+            s.apply(&t.end()).unwrap();
+            let path = format!("{}/foo", "a".repeat(97));
+            assert!(std::fs::symlink_metadata(s.p(&path)).unwrap().is_file());
+            assert_eq!(root_names(s), ["a".repeat(97)]);
+        });
+    }
+
+    #[test]
     fn gnu_long_name_wins_over_a_gnu_prefix() {
         each_mode(|s| {
             let long = b"long/name/x\0junk after the NUL\0";
@@ -1296,6 +1316,184 @@ mod tests {
             // Through the absolute symlink: its target exists only outside.
             let e = s.apply(&tb().file("abs/foo", b"evil").end()).unwrap_err();
             assert!(!e.to_string().contains("escapes"), "{e}");
+        });
+    }
+
+    /// (st_dev, st_ino) of `rel` inside the root, not following a final symlink.
+    fn ino(s: &Scene, rel: &str) -> u64 {
+        std::fs::symlink_metadata(s.p(rel)).unwrap().ino()
+    }
+
+    /// containerd's archive breakout cases (pkg/archive TestBreakouts), each applied
+    /// in both resolution modes: every one lands inside the root or is refused.
+    #[test]
+    fn containerd_breakout_cases() {
+        type Check = fn(&Scene);
+        let unbroken: Check =
+            |s| assert_eq!(std::fs::read(s.p("etc/unbroken")).unwrap(), b"unbroken");
+        let passwd = || tb().dir("etc").file("etc/passwd", b"inside");
+        let cases: Vec<(&str, TarBuf, Check)> = vec![
+            (
+                "SymlinkAbsolute",
+                tb().dir("etc")
+                    .symlink("localetc", "/etc")
+                    .file("/localetc/unbroken", b"unbroken"),
+                unbroken,
+            ),
+            (
+                "SymlinkUpAndOut",
+                tb().dir("etc")
+                    .dir("dummy")
+                    .symlink("localetc", "/dummy/../etc")
+                    .file("/localetc/unbroken", b"unbroken"),
+                unbroken,
+            ),
+            (
+                "SymlinkMultipleRelative",
+                tb().dir("etc")
+                    .dir("dummy")
+                    .symlink("/dummy/etc", "/etc")
+                    .symlink("localetc", "./dummy/etc")
+                    .file("/dummy/etc/unbroken", b"unbroken"),
+                unbroken,
+            ),
+            (
+                "HardlinkDownAndOut",
+                passwd()
+                    .dir("breakouts")
+                    .dir("downandout")
+                    .symlink("breakouts/d1", "../downandout/../../etc")
+                    .hardlink("breakouts/mypasswd", "/breakouts/d1/passwd"),
+                |s| assert_eq!(ino(s, "breakouts/mypasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "HardlinkRelativeLong",
+                passwd()
+                    .symlink("localetc", "../../../../../../../etc")
+                    .hardlink("localpasswd", "/localetc/passwd"),
+                |s| assert_eq!(ino(s, "localpasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "HardlinkDirectRelative",
+                passwd().hardlink("localpasswd", "../../../../../etc/passwd"),
+                |s| assert_eq!(ino(s, "localpasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "SymlinkParentDirectory",
+                passwd()
+                    .symlink("..", "/etc/")
+                    .hardlink("localpasswd", "/etc/passwd"),
+                |s| assert_eq!(ino(s, "localpasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "SymlinkEmptyFilename",
+                passwd()
+                    .symlink("", "/etc/")
+                    .hardlink("localpasswd", "/etc/passwd"),
+                |s| assert_eq!(ino(s, "localpasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "SymlinkParentRelative",
+                passwd()
+                    .symlink("localetc/sub/..", "/etc/")
+                    .hardlink("/localetc/localpasswd", "/etc/passwd"),
+                |s| assert_eq!(ino(s, "etc/localpasswd"), ino(s, "etc/passwd")),
+            ),
+            (
+                "WhiteoutDirectoryName",
+                passwd().file(".wh.etc/somefile", b"non-empty"),
+                |s| {
+                    assert_eq!(
+                        std::fs::read(s.p(".wh.etc/somefile")).unwrap(),
+                        b"non-empty"
+                    );
+                    assert!(s.p("etc/passwd").exists());
+                },
+            ),
+            (
+                "WhiteoutDeadSymlinkParent",
+                passwd()
+                    .symlink("localetc", "/dne")
+                    .file("localetc/.wh.etc", b""),
+                |s| assert!(s.p("etc/passwd").exists()),
+            ),
+            (
+                "HardlinkSymlinkBeforeCreateTarget",
+                tb().dir("etc")
+                    .symlink("localpasswd", "/etc/passwd")
+                    .hardlink("localpasswd-dup", "localpasswd")
+                    .file("/etc/passwd", b"after"),
+                |s| assert_eq!(ino(s, "localpasswd-dup"), ino(s, "localpasswd")),
+            ),
+            (
+                "HardlinkSymlinkRelative",
+                passwd()
+                    .symlink("passwdlink", "../../../../../etc/passwd")
+                    .hardlink("localpasswd", "/passwdlink"),
+                |s| assert_eq!(ino(s, "localpasswd"), ino(s, "passwdlink")),
+            ),
+        ];
+        for (name, layer, check) in cases {
+            let t = layer.end();
+            each_mode(|s| {
+                s.apply(&t).unwrap_or_else(|e| panic!("{name}: {e}"));
+                check(s);
+            });
+        }
+        // HardlinkRelativeUpAndOut: containerd cleans symlink targets lexically
+        // (`upandout/..` is gone even though `upandout` does not exist); the kernel,
+        // and so barge, does not: the target is missing and the layer is refused.
+        let t = passwd()
+            .symlink("localetc", "upandout/../../../etc")
+            .hardlink("localpasswd", "/localetc/passwd")
+            .end();
+        each_mode(|s| {
+            let e = s.apply(&t).unwrap_err().to_string();
+            assert!(e.contains("/localetc/passwd does not exist"), "{e}");
+        });
+        // Applied over an earlier layer.
+        each_mode(|s| {
+            s.apply(&passwd().symlink("localetc", "/etc").end())
+                .unwrap();
+            // DirectoryOverrideSymlink
+            s.apply(
+                &tb()
+                    .dir("/localetc/")
+                    .hardlink("/localetc/localpasswd", "/etc/passwd")
+                    .end(),
+            )
+            .unwrap();
+            assert!(std::fs::symlink_metadata(s.p("localetc")).unwrap().is_dir());
+            assert_eq!(ino(s, "localetc/localpasswd"), ino(s, "etc/passwd"));
+            // SymlinkOverrideDirectoryRelative
+            s.apply(
+                &tb()
+                    .symlink("localetc", "../../etc")
+                    .hardlink("/localetc/l2", "/etc/passwd")
+                    .end(),
+            )
+            .unwrap();
+            assert_eq!(ino(s, "etc/l2"), ino(s, "etc/passwd"));
+            // WhiteoutSymlink, WhiteoutSymlinkPath
+            s.apply(&tb().file("etc/whitedout", b"").end()).unwrap();
+            s.apply(
+                &tb()
+                    .file("localetc/.wh.whitedout", b"")
+                    .file(".wh.localetc", b"")
+                    .end(),
+            )
+            .unwrap();
+            assert!(!s.p("etc/whitedout").exists() && !s.p("localetc").exists());
+            assert!(s.p("etc/passwd").exists());
+            // WhiteoutRelativePath
+            s.apply(
+                &tb()
+                    .symlink("localetc", "/dne")
+                    .file("dne/../.wh.etc", b"")
+                    .end(),
+            )
+            .unwrap();
+            assert!(!s.p("etc").exists());
         });
     }
 
