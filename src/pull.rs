@@ -28,6 +28,7 @@ pub struct PullOptions {
     pub image: String,
     pub dir: PathBuf,
     pub user: Option<String>,
+    pub password_stdin: bool,
     pub platform: Option<String>,
     pub quiet: bool,
     pub git: bool,
@@ -50,7 +51,7 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     let reference = Reference::parse(&opts.image)?;
     let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
     check_target_is_free(&opts.dir)?;
-    let creds = resolve_credentials(opts.user.as_deref(), &reference)?;
+    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, &reference)?;
     let scope = auth::scope(&reference.repository, &["pull"]);
     let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
     out.line(format!("Pulling image {reference} ..."));
@@ -66,15 +67,14 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     Ok(())
 }
 
-/// `-u USER:PASS` wins; else the auth files Docker and podman write.
+/// `-u USER[:PASS]` (with `--password-stdin` or a prompt) wins; else the auth files
+/// Docker and podman write, and Docker's credential helpers.
 pub fn resolve_credentials(
     user: Option<&str>,
+    password_stdin: bool,
     reference: &Reference,
 ) -> Result<Option<Credentials>> {
-    match user {
-        Some(u) => credentials::from_user_arg(u).map(Some),
-        None => credentials::lookup(&reference.credential_keys()),
-    }
+    credentials::resolve(user, password_stdin, &reference.credential_keys())
 }
 
 /// Refuses a target that exists and is not an empty directory, before any request.
