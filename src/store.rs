@@ -379,6 +379,10 @@ impl Tree {
     /// them for new ones.
     pub fn add_implicit_dirs(&mut self, root: &Path) {
         let mut missing: BTreeSet<ImagePath> = BTreeSet::new();
+        // The root, even when no entry is left (an opaque root with nothing beside it).
+        if !self.entries.contains_key(&b""[..]) {
+            missing.insert(Vec::new());
+        }
         for p in self.entries.keys().filter(|p| !is_root_git(p)) {
             let mut q = p.as_slice();
             while !q.is_empty() {

@@ -55,6 +55,11 @@ struct Scene {
     home: PathBuf,
     /// DIR exists (empty) before the pull, as a mount point does.
     existing: bool,
+    /// The layers write through a symlink (`.git -> etc`, then `.git/config`): the
+    /// record names those entries as the layers do, disk has them elsewhere, so the
+    /// tree shows changes right after the pull (true of any such symlink, not only
+    /// `.git`), and pushing needs a commit first.
+    writes_through_symlink: bool,
 }
 
 impl Scene {
@@ -74,6 +79,7 @@ impl Scene {
             home,
             tmp,
             existing: false,
+            writes_through_symlink: false,
         }
     }
 
@@ -102,8 +108,14 @@ impl Scene {
 
     /// A whole hostile repository at `base` (`.git`, `./.git`, `x/.git`, ...).
     fn evil_git(&self, t: &mut TarBuilder, base: &str) {
-        t.dir(&format!("{base}/"), 0o755)
-            .dir(&format!("{base}/hooks/"), 0o555)
+        t.dir(&format!("{base}/"), 0o755);
+        self.evil_git_inside(t, base);
+    }
+
+    /// The repository's content without an entry for `base` itself (which stays
+    /// what an earlier entry made it, e.g. a symlink the content is written through).
+    fn evil_git_inside(&self, t: &mut TarBuilder, base: &str) {
+        t.dir(&format!("{base}/hooks/"), 0o555)
             .file(&format!("{base}/config"), 0o644, &self.config())
             .file(&format!("{base}/HEAD"), 0o644, b"ref: refs/heads/evil\n");
         for h in HOOKS {
@@ -190,8 +202,8 @@ impl Scene {
             &["status", "--porcelain", "--untracked-files=all"],
             &["log", "-p", "--all"],
             &["diff"],
-            &["diff", "HEAD"],
-            &["show", "--ext-diff", "--textconv", "HEAD"],
+            &["diff", "HEAD", "--"],
+            &["show", "--ext-diff", "--textconv", "HEAD", "--"],
         ] {
             let out = self.user_git(dir, args);
             assert_success(&out);
@@ -259,6 +271,25 @@ fn case(s: &Scene, layers: &[Vec<u8>], expect: Expect) {
     }
     s.assert_repo_intact(&s.dir, layers.len());
     s.run_user_git(&s.dir);
+    if !s.writes_through_symlink {
+        // Pushed right after the pull: the very same image (same manifest digest).
+        let status = s.git_ok(&s.dir, &["status", "--porcelain", "--untracked-files=all"]);
+        assert_eq!(status, "", "{}: git status after pull", s.name);
+        let same = format!("hostile-git/{}-same:1", s.name);
+        let out = barge(&["push", &reg.image(&same), "-r", p(&s.dir)]);
+        assert_success(&out);
+        let pushed = String::from_utf8_lossy(&out.stdout);
+        let manifest = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Manifest: "))
+            .unwrap();
+        assert!(
+            pushed.contains(&format!("@{manifest}")),
+            "{}: pushed another image than pulled: {pushed}",
+            s.name
+        );
+        s.assert_nothing_ran("barge push after pull");
+    }
 
     fs::create_dir_all(s.dir.join("etc")).unwrap();
     fs::write(s.dir.join("etc/hostname"), b"changed\n").unwrap();
@@ -366,18 +397,20 @@ fn dotdot_spelling() {
 
 #[test]
 fn dot_git_symlink_to_the_host_root() {
-    let s = Scene::new("symroot");
+    let mut s = Scene::new("symroot");
+    s.writes_through_symlink = true;
     let l = tar(|t| {
         s.base(t);
         t.symlink(".git", "/");
-        s.evil_git(t, ".git");
+        s.evil_git_inside(t, ".git");
     });
     case(&s, &[l], Expect::Note);
 }
 
 #[test]
 fn dot_git_symlink_to_an_absolute_directory_outside() {
-    let s = Scene::new("symabs");
+    let mut s = Scene::new("symabs");
+    s.writes_through_symlink = true;
     let outside = p(&s.outside).to_string();
     let l = tar(|t| {
         s.base(t);
@@ -388,18 +421,19 @@ fn dot_git_symlink_to_an_absolute_directory_outside() {
             t.dir(&dirs, 0o755);
         }
         t.symlink(".git", &outside);
-        s.evil_git(t, ".git");
+        s.evil_git_inside(t, ".git");
     });
     case(&s, &[l], Expect::Note);
 }
 
 #[test]
 fn dot_git_symlink_to_etc() {
-    let s = Scene::new("symetc");
+    let mut s = Scene::new("symetc");
+    s.writes_through_symlink = true;
     let l = tar(|t| {
         s.base(t);
         t.symlink(".git", "etc");
-        s.evil_git(t, ".git");
+        s.evil_git_inside(t, ".git");
     });
     case(&s, &[l], Expect::Note);
 }
@@ -428,6 +462,8 @@ fn repository_reached_through_a_symlink_to_the_root() {
         s.base(t);
         t.symlink("x", ".");
         s.evil_git(t, "x/.git");
+        t.symlink("y", ".git");
+        s.evil_git_inside(t, "y");
     });
     case(&s, &[l], Expect::Note);
 }
@@ -478,14 +514,15 @@ fn opaque_root_with_files_beside_it() {
 
 #[test]
 fn later_layers_replace_dot_git() {
-    let s = Scene::new("replace");
+    let mut s = Scene::new("replace");
+    s.writes_through_symlink = true;
     let l0 = tar(|t| {
         s.base(t);
         s.evil_git(t, ".git");
     });
     let l1 = tar(|t| {
         t.symlink(".git", "/");
-        s.evil_git(t, ".git");
+        s.evil_git_inside(t, ".git");
     });
     let mut gitfile = RawEntry::new(".git", b'0', 0o755);
     gitfile.data = s.script("gitfile");
