@@ -21,6 +21,7 @@
 use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
+use crate::layer::diff::is_root_git;
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
 use crate::manifest::chain_id;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -264,13 +265,6 @@ impl Record {
         }
         write_atomic(&dir.join("record"), t.as_bytes())
     }
-}
-
-/// Whether an image path is the root's `.git` or below it: the place of barge's
-/// repository on disk, so such entries live only in the record.
-pub fn is_root_git(p: &[u8]) -> bool {
-    p.strip_prefix(b".git")
-        .is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
 }
 
 /// `ROOT/.git/barge`.
@@ -978,22 +972,5 @@ mod tests {
         ]);
         let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
         assert_eq!(keys, vec![&b"o"[..], b"o/new", b"w", b"w/new"]);
-    }
-
-    #[test]
-    fn root_git_paths() {
-        for p in [".git", ".git/config", ".git/hooks/x"] {
-            assert!(is_root_git(p.as_bytes()), "{p}");
-        }
-        for p in [
-            ".gitignore",
-            ".git2/x",
-            "a/.git",
-            "a/.git/config",
-            ".GIT",
-            "",
-        ] {
-            assert!(!is_root_git(p.as_bytes()), "{p}");
-        }
     }
 }

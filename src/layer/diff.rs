@@ -28,7 +28,7 @@
 
 use crate::error::{Context, Result};
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
-use crate::store::{hash_file, is_root_git, Stat, Tree, TreeEntry};
+use crate::store::{hash_file, Stat, Tree, TreeEntry};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -104,6 +104,13 @@ pub fn diff(root: &Path, old: &Tree) -> Result<Diff> {
         tree,
         stat_moved,
     })
+}
+
+/// Whether an image path is the root's `.git` or below it: where barge's repository
+/// is on disk, so the image's own entries there live only in the record.
+pub fn is_root_git(p: &[u8]) -> bool {
+    p.strip_prefix(b".git")
+        .is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
 }
 
 /// The path a change is about.
@@ -596,11 +603,25 @@ mod tests {
         // After a real change, the root's .git is still carried, nothing of it emitted.
         write(&root, "etc/passwd", "changed\n");
         let d = diff(&root, &old).unwrap();
-        assert!(d
-            .changes
-            .iter()
-            .all(|c| !crate::store::is_root_git(change_path(c))));
+        assert!(d.changes.iter().all(|c| !is_root_git(change_path(c))));
         assert_eq!(d.tree.root_git_entries().count(), 3);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn root_git_paths() {
+        for p in [".git", ".git/config", ".git/hooks/x"] {
+            assert!(is_root_git(p.as_bytes()), "{p}");
+        }
+        for p in [
+            ".gitignore",
+            ".git2/x",
+            "a/.git",
+            "a/.git/config",
+            ".GIT",
+            "",
+        ] {
+            assert!(!is_root_git(p.as_bytes()), "{p}");
+        }
     }
 }
