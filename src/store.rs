@@ -424,9 +424,11 @@ impl Tree {
             prefix.push(b'/');
         }
         let start = prefix.clone();
+        // Below the root: everything but the root itself (the first key, if listed).
         self.entries
             .range(start..)
-            .take_while(move |(k, _)| k.starts_with(&prefix) && !k.is_empty())
+            .skip_while(|(k, _)| k.is_empty())
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     /// The entries of an image's own root `.git` (see [`is_root_git`]).
@@ -952,6 +954,29 @@ mod tests {
         ]);
         let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
         assert_eq!(keys, vec![&b"d"[..], b"e", b"e/y"]);
+    }
+
+    /// An opaque root empties the record even when a layer listed the root itself
+    /// (`./`, the first key), which stays.
+    #[test]
+    fn opaque_root_with_the_root_listed() {
+        let mut t = Tree::default();
+        t.apply(&[
+            Change::Put(entry(b"", EntryKind::Dir)),
+            Change::Put(entry(b".git", EntryKind::Dir)),
+            Change::Put(entry(b".git/config", EntryKind::File)),
+            Change::Put(entry(b"etc", EntryKind::Dir)),
+        ]);
+        t.apply(&[Change::Opaque(Vec::new())]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b""[..]]);
+        t.apply(&[
+            Change::Put(entry(b"a", EntryKind::File)),
+            Change::Opaque(Vec::new()),
+        ]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b""[..], b"a"]);
+        assert_eq!(t.below(b"").count(), 1);
     }
 
     #[test]

@@ -127,22 +127,21 @@ impl Stage {
         {
             return Ok(false);
         }
-        let root = open_dir(&self.root_path())?;
-        let dot_git = CString::new(".git").map_err(|_| Error::new("NUL byte in a name"))?;
-        let had = remove_any_at(root.as_raw_fd(), &dot_git)
-            .context("removing the image's own /.git from the extracted tree")?;
-        let r = unsafe {
-            libc::renameat(
-                staging.as_raw_fd(),
-                git.as_ptr(),
-                root.as_raw_fd(),
-                dot_git.as_ptr(),
-            )
-        };
-        if r < 0 {
+        let root_path = self.root_path();
+        let root = open_dir(&root_path)?;
+        // The layers set the root's mode and mtime: the swap changes neither (a root
+        // without write permission is opened for the owner meanwhile).
+        let before = std::fs::symlink_metadata(&root_path)
+            .with_context(|| format!("reading {}", root_path.display()))?;
+        let mode = before.permissions().mode() & 0o7777;
+        if mode & 0o300 != 0o300 && unsafe { libc::fchmod(root.as_raw_fd(), mode | 0o700) } < 0 {
             return Err(Error::from(std::io::Error::last_os_error())
-                .context("moving the git repository into the extracted tree"));
+                .context(format!("opening {} for the owner", root_path.display())));
         }
+        let swapped = swap_git(&staging, &git, &root);
+        let restored = apply_root_meta(&root_path, &before, mode);
+        let had = swapped?;
+        restored.with_context(|| format!("restoring the metadata of {}", root_path.display()))?;
         Ok(had)
     }
 
@@ -212,6 +211,27 @@ impl Drop for Stage {
             let _ = remove_tree_at(dir.as_raw_fd(), &name);
         }
     }
+}
+
+/// Removes whatever is at `root/.git` (not following links), then renames
+/// `staging/git` to it; returns whether there was something.
+fn swap_git(staging: &OwnedFd, git: &std::ffi::CStr, root: &OwnedFd) -> Result<bool> {
+    let dot_git = CString::new(".git").map_err(|_| Error::new("NUL byte in a name"))?;
+    let had = remove_any_at(root.as_raw_fd(), &dot_git)
+        .context("removing the image's own /.git from the extracted tree")?;
+    let r = unsafe {
+        libc::renameat(
+            staging.as_raw_fd(),
+            git.as_ptr(),
+            root.as_raw_fd(),
+            dot_git.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::from(std::io::Error::last_os_error())
+            .context("moving the git repository into the extracted tree"));
+    }
+    Ok(had)
 }
 
 /// Owner (where permitted), mode and mtime of the committed root.
@@ -451,7 +471,7 @@ mod tests {
         std::fs::create_dir(t.path().join("outside")).unwrap();
         std::fs::write(t.path().join("outside/keep"), b"k").unwrap();
         type Make = fn(&Path, &Path);
-        let kinds: [(&str, Make); 5] = [
+        let kinds: [(&str, Make); 6] = [
             ("dir", |r, _| {
                 std::fs::create_dir_all(r.join(".git/hooks")).unwrap();
                 std::fs::write(r.join(".git/hooks/post-checkout"), b"x").unwrap();
@@ -468,6 +488,10 @@ mod tests {
                 std::fs::write(r.join("f"), b"f").unwrap();
                 std::fs::hard_link(r.join("f"), r.join(".git")).unwrap();
             }),
+            ("fifo", |r, _| {
+                let c = CString::new(r.join(".git").as_os_str().as_bytes()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }),
             ("none", |_, _| {}),
         ];
         for (name, make) in kinds {
@@ -477,7 +501,19 @@ mod tests {
             make(&root, &t.path().join("outside"));
             std::fs::create_dir(s.git_path()).unwrap();
             std::fs::write(s.git_path().join("HEAD"), b"barge").unwrap();
+            // A read-only root with the image's mtime keeps both.
+            std::fs::set_permissions(&root, PermissionsExt::from_mode(0o555)).unwrap();
+            let c = CString::new(root.as_os_str().as_bytes()).unwrap();
+            let mut ts: [libc::timespec; 2] = unsafe { std::mem::zeroed() };
+            ts[0].tv_nsec = libc::UTIME_OMIT;
+            ts[1].tv_sec = 1000;
+            assert_eq!(
+                unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+                0
+            );
             assert_eq!(s.install_git().unwrap(), name != "none", "{name}");
+            let m = std::fs::metadata(&root).unwrap();
+            assert_eq!((m.mode() & 0o7777, m.mtime()), (0o555, 1000), "{name}");
             assert!(!s.git_path().exists(), "{name}");
             assert_eq!(std::fs::read(root.join(".git/HEAD")).unwrap(), b"barge");
             assert_eq!(names(&root.join(".git")), ["HEAD"], "{name}");
@@ -487,7 +523,7 @@ mod tests {
         assert_eq!(names(&t.path().join("outside")), ["keep"]);
         assert_eq!(
             names(t.path()),
-            ["dir", "file", "hardlink", "none", "outside", "symlink"]
+            ["dir", "fifo", "file", "hardlink", "none", "outside", "symlink"]
         );
         assert_eq!(std::fs::read(t.path().join("hardlink/f")).unwrap(), b"f");
     }
