@@ -265,6 +265,8 @@ fn case(s: &Scene, layers: &[Vec<u8>], expect: Expect) {
         return;
     }
     assert_success(&out);
+    s.run_user_git(&s.dir);
+    s.assert_repo_intact(&s.dir, layers.len());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let noted = stdout.contains("Note: the image's own /.git (");
     assert_eq!(noted, expect != Expect::NoNote, "{}: {stdout}", s.name);
@@ -276,7 +278,6 @@ fn case(s: &Scene, layers: &[Vec<u8>], expect: Expect) {
         );
         assert_kept_in_record(s, &stdout, layers.len());
     }
-    s.assert_repo_intact(&s.dir, layers.len());
     // Outside .git, the very tree a plain pull gives, root mode and mtime included.
     let orig = s.tmp.join("orig");
     assert_success(&barge(&["pull", "-q", &reg.image(&src), "-r", p(&orig)]));
@@ -383,8 +384,11 @@ fn hooks_and_config_at_the_root() {
     let l = tar(|t| {
         s.base(t);
         s.evil_git(t, ".git");
+        // A file of the tree hard-linked to the image's own config keeps its content.
+        t.hardlink("etc/gitconfig", ".git/config");
     });
     case(&s, &[l], Expect::Note);
+    assert_eq!(fs::read(s.dir.join("etc/gitconfig")).unwrap(), s.config());
 }
 
 #[test]
