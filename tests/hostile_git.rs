@@ -386,6 +386,12 @@ fn hooks_and_config_at_the_root() {
         s.evil_git(t, ".git");
         // A file of the tree hard-linked to the image's own config keeps its content.
         t.hardlink("etc/gitconfig", ".git/config");
+        // A nested repository stays the image's content; the user's git in DIR
+        // never uses its config or hooks either.
+        t.dir("usr/", 0o755)
+            .dir("usr/src/", 0o755)
+            .dir("usr/src/app/", 0o755);
+        s.evil_git(t, "usr/src/app/.git");
     });
     case(&s, &[l], Expect::Note);
     assert_eq!(fs::read(s.dir.join("etc/gitconfig")).unwrap(), s.config());
