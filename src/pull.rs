@@ -1,6 +1,8 @@
 //! `barge pull`: resolve the image (index → platform → manifest → config),
 //! stream each layer into a staging root while checking every digest, then move
 //! the finished tree into place. On any failure the target is left as it was.
+//! With `-g`, the git repository stays beside the root the layers are applied to
+//! (out of any entry's reach) and becomes `DIR/.git` only after the last layer.
 
 use crate::bail;
 use crate::digest::{self, Digest, HashReader};

@@ -395,6 +395,18 @@ fn hooks_and_config_at_the_root() {
     });
     case(&s, &[l], Expect::Note);
     assert_eq!(fs::read(s.dir.join("etc/gitconfig")).unwrap(), s.config());
+    // With -q the note is not dropped: it goes to stderr.
+    let quiet = s.tmp.join("quiet");
+    let image = registry().image("hostile-git/root:1");
+    let out = barge(&["pull", "-q", "-g", &image, "-r", p(&quiet)]);
+    assert_success(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("barge: Note: the image's own /.git (") && err.lines().count() == 1,
+        "{err}"
+    );
+    s.assert_nothing_ran("pull -q -g");
 }
 
 #[test]

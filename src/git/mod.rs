@@ -13,6 +13,11 @@
 //! barge never writes the user's global config; settings it needs live in the
 //! repository's own `.git/config` or on the command line.
 //!
+//! Every git is told its repository and work tree ([`Repo`]: `--git-dir`,
+//! `--work-tree`), so that `pull -g` can keep the repository outside the root the
+//! layers are applied to, and runs behind [`WALL`]: no hook, fsmonitor, pager,
+//! editor, helper or remote, and no `GIT_*` variable of the caller.
+//!
 //! What git cannot hold is left out of git's view (barge's record in `.git/barge`
 //! keeps it): any path with a `.git` component (an image's own repository, e.g.
 //! `usr/src/app/.git`), and symlinks named `.gitmodules`. Empty directories,
