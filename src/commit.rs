@@ -7,11 +7,13 @@
 //! record: the record is the truth, and its top layer must match HEAD.
 
 use crate::bail;
+use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_name, chain_id, History, LayerMessage};
+use crate::git::{branch_name, History, LayerMessage};
 use crate::layer::diff::diff;
 use crate::layer::pack::{check_names, pack};
+use crate::manifest::chain_id;
 use crate::store::{blob_path, put_blob, Descriptor, LayerRecord, Record};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -233,20 +235,6 @@ fn next_manifest(
     };
     layers.push(descriptor(&layer.media_type, &layer.digest, layer.size));
     Ok(JsonValue::Object(manifest))
-}
-
-/// `SOURCE_DATE_EPOCH` if set, else now (seconds since the epoch).
-pub(crate) fn now_or_epoch() -> i64 {
-    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC time (`2024-01-02T03:04:05Z`) of seconds since the epoch.
