@@ -294,3 +294,27 @@ fn push_that_keeps_failing_leaves_the_tag_unchanged() {
         "the tag moved after a failed push"
     );
 }
+
+/// The default bound, measured: a blob that stalls midway, resumes never answered,
+/// no options. Slow (2 minutes), hence ignored by default.
+#[test]
+#[ignore = "slow: run with --ignored"]
+fn default_bound_is_about_two_minutes() {
+    let rules = vec![
+        Rule::new("GET", "/blobs/sha256:", Action::Stall { after: 3000 }, 1),
+        Rule::new(
+            "GET",
+            "/blobs/sha256:",
+            Action::Stall { after: 0 },
+            usize::MAX,
+        ),
+    ];
+    let proxy = FaultProxy::start(f().registry.port, rules, Duration::from_secs(180));
+    let (out, took, _tmp) = timed_pull(&proxy.image("test/busybox:oci"), &[]);
+    let line = assert_slow_error(&out);
+    eprintln!("default bound: failed after {took:?}: {line}");
+    assert!(
+        took >= Duration::from_secs(100) && took <= Duration::from_secs(125),
+        "took {took:?}"
+    );
+}

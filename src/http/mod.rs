@@ -217,7 +217,10 @@ impl Client {
         };
         let head = match read_final_head(&mut conn) {
             Ok(head) => head,
-            Err(HeadError::Nothing(e)) if conn.reused => return Err(Failure::Stale(e)),
+            // A reused connection the server closed meanwhile; not one that was too slow.
+            Err(HeadError::Nothing(e)) if conn.reused && !conn.pace().tripped() => {
+                return Err(Failure::Stale(e))
+            }
             Err(e) => {
                 let e = write_error.unwrap_or_else(|| e.into_error().context("reading response"));
                 return Err(Failure::Fatal(e));

@@ -122,6 +122,11 @@ impl Pace {
         *self = Pace::new(self.rule, self.idle_limit, deadline);
     }
 
+    /// Whether a rule broke since the request began.
+    pub fn tripped(&self) -> bool {
+        self.tripped.is_some()
+    }
+
     /// Accounts one socket call that blocked for `waited` and moved `moved` bytes.
     pub fn account(&mut self, waited: Duration, moved: usize, dir: Direction) -> Result<(), Error> {
         self.account_at(Instant::now(), waited, moved as u64, dir)

@@ -996,3 +996,31 @@ fn deadline_stops_a_silent_server_before_the_window() {
     );
     server.join().unwrap();
 }
+
+#[test]
+fn slow_answer_on_a_reused_connection_is_not_retried_as_stale() {
+    let (base, server) = serve(|l| {
+        let (stream, _) = l.accept().unwrap();
+        let mut r = BufReader::new(stream);
+        read_request(&mut r);
+        r.get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        read_request(&mut r);
+        thread::sleep(Duration::from_secs(3));
+    });
+    let mut c = slow_link_client(1);
+    send(&mut c, "GET", &format!("{base}/a")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = send(&mut c, "GET", &format!("{base}/b")).unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        e.to_string().contains("registry sent 0 bytes in 1 s"),
+        "{e}"
+    );
+    server.join().unwrap();
+}

@@ -311,17 +311,22 @@ impl Upload {
             }
             match step {
                 Err(e) => self.recover(e, digest)?,
-                Ok(()) if self.idle_steps > MAX_IDLE_STEPS => {
-                    return Err(Error::new(format!(
-                        "upload blob {digest}: {} answered {} requests without the upload moving past byte {}",
-                        reg.name(),
-                        self.idle_steps,
-                        self.held()
-                    )))
-                }
-                Ok(()) => {}
+                Ok(()) => self.check_moving(reg, digest)?,
             }
         }
+    }
+
+    /// Fails an upload whose requests succeed without moving it forward.
+    fn check_moving(&self, reg: &Registry, digest: &Digest) -> Result<()> {
+        if self.idle_steps <= MAX_IDLE_STEPS {
+            return Ok(());
+        }
+        Err(Error::new(format!(
+            "upload blob {digest}: {} answered {} requests without the upload moving past byte {}",
+            reg.name(),
+            self.idle_steps,
+            self.held()
+        )))
     }
 
     /// What the registry holds now, as far as barge knows.
