@@ -318,3 +318,59 @@ fn default_bound_is_about_two_minutes() {
         "took {took:?}"
     );
 }
+
+/// The registry commits the blob but barge never sees the answer: the session is
+/// gone when asked, and barge finds the blob there instead of sending it again.
+#[test]
+fn push_survives_a_lost_answer_to_the_commit() {
+    let reg = Registry::start(Mode::Plain);
+    let (_tmp, dir) = committed_dir(0);
+    let proxy = FaultProxy::start(
+        reg.port,
+        vec![Rule::new("PUT", "/blobs/uploads/", Action::DropAnswer, 1)],
+        PROXY_LIFE,
+    );
+    let mark = reg.log_mark();
+    let out = push(&proxy.image("faults/lost-answer:1"), &dir);
+    assert_success(&out);
+    assert_eq!(proxy.hits(), 1, "no answer was dropped");
+    let uploaded = reg.uploaded_blobs_since(mark);
+    let unique: std::collections::BTreeSet<_> = uploaded.iter().collect();
+    assert_eq!(
+        uploaded.len(),
+        unique.len(),
+        "a blob was committed twice: {uploaded:?}"
+    );
+    assert_same_tree(
+        &snapshot(&dir),
+        &pulled_tree(&reg.image("faults/lost-answer:1")),
+    );
+}
+
+/// The registry takes a PATCH and never answers: after one low-speed window barge
+/// asks the session where it stands and goes on from there.
+#[test]
+fn push_goes_on_after_an_unanswered_patch() {
+    let reg = Registry::start(Mode::Plain);
+    let (_tmp, dir) = committed_dir(20);
+    let proxy = FaultProxy::start(
+        reg.port,
+        vec![Rule::new(
+            "PATCH",
+            "/blobs/uploads/",
+            Action::Stall { after: 0 },
+            1,
+        )],
+        PROXY_LIFE,
+    );
+    let image = proxy.image("faults/unanswered:1");
+    let t0 = Instant::now();
+    let out = barge(&["push", "-q", &image, "-r", p(&dir), "--low-speed-time", "1"]);
+    assert_success(&out);
+    eprintln!("push with an unanswered PATCH: {:?}", t0.elapsed());
+    assert_eq!(proxy.hits(), 1, "no PATCH was held");
+    assert_same_tree(
+        &snapshot(&dir),
+        &pulled_tree(&reg.image("faults/unanswered:1")),
+    );
+}

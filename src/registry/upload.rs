@@ -155,8 +155,12 @@ impl SessionState {
     }
 }
 
-/// The bytes of the blob held in memory: `[start, start + len)`, one chunk at most.
-struct Window {
+/// The blob being sent: where its bytes come from, and the chunk of it held in
+/// memory (`[start, start + len)`, one chunk at most).
+struct Blob<'d> {
+    data: &'d mut dyn BlobSource,
+    digest: &'d Digest,
+    size: u64,
     buf: Vec<u8>,
     start: u64,
     len: usize,
@@ -164,10 +168,13 @@ struct Window {
     source_at: u64,
 }
 
-impl Window {
-    fn new(chunk: usize) -> Window {
-        Window {
-            buf: vec![0; chunk],
+impl<'d> Blob<'d> {
+    fn new(data: &'d mut dyn BlobSource, digest: &'d Digest, size: u64) -> Blob<'d> {
+        Blob {
+            data,
+            digest,
+            size,
+            buf: Vec::new(),
             start: 0,
             len: 0,
             source_at: 0,
@@ -183,17 +190,33 @@ impl Window {
     }
 
     /// `want` bytes from `offset` (held already, or read from the source, rewound if needed).
-    fn get(&mut self, data: &mut dyn BlobSource, offset: u64, want: usize) -> Result<&[u8]> {
+    fn get(&mut self, offset: u64, want: usize) -> Result<&[u8]> {
         let held = self.start + self.len as u64;
         if offset < self.start || offset + want as u64 > held {
             if self.source_at != offset {
-                data.rewind(offset).map_err(source_error)?;
+                self.data.rewind(offset).map_err(source_error)?;
             }
-            read_full(data, &mut self.buf[..want]).map_err(source_error)?;
+            read_full(self.data, &mut self.buf[..want]).map_err(source_error)?;
             (self.start, self.len, self.source_at) = (offset, want, offset + want as u64);
         }
         let from = (offset - self.start) as usize;
         Ok(&self.buf[from..from + want])
+    }
+
+    /// Everything from `offset` to the end: what is held, then the source from there.
+    /// What is held is forgotten (the source will have moved on).
+    fn rest_from(&mut self, offset: u64) -> Result<Box<dyn Read + '_>> {
+        let held = self.start + self.len as u64;
+        let from = (offset.saturating_sub(self.start)) as usize;
+        let kept = (self.start <= offset && offset < held).then_some(from..self.len);
+        (self.len, self.source_at) = (0, u64::MAX);
+        match kept {
+            Some(range) => Ok(Box::new((&self.buf[range]).chain(&mut *self.data))),
+            None => {
+                self.data.rewind(offset).map_err(source_error)?;
+                Ok(Box::new(&mut *self.data))
+            }
+        }
     }
 }
 
@@ -289,14 +312,14 @@ impl Upload {
         size: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let mut window = Window::new(0);
+        let mut blob = Blob::new(data, digest, size);
         loop {
             crate::signal::check()?;
             let before = self.held();
             let step = match self.state.clone() {
                 SessionState::Closed => self.open(reg, digest),
                 SessionState::Open { location, offset } => {
-                    self.send_from(reg, data, &mut window, digest, size, &location, offset)
+                    self.send_from(reg, &mut blob, &location, offset)
                 }
                 SessionState::Unsure { location } => self.ask(reg, &location, size),
                 SessionState::Committed => {
@@ -414,17 +437,14 @@ impl Upload {
     }
 
     /// Open: the next chunk (PATCH), or the rest with the commit (PUT).
-    #[allow(clippy::too_many_arguments)]
     fn send_from(
         &mut self,
         reg: &mut Registry,
-        data: &mut dyn BlobSource,
-        window: &mut Window,
-        digest: &Digest,
-        size: u64,
+        blob: &mut Blob<'_>,
         location: &str,
         offset: u64,
     ) -> Result<()> {
+        let (digest, size) = (blob.digest, blob.size);
         if offset > size {
             bail!(
                 "{} reports {offset} bytes of a {size}-byte blob",
@@ -433,18 +453,18 @@ impl Upload {
         }
         let rest = size - offset;
         let chunk = CHUNK.max(self.min_chunk.min(MAX_CHUNK));
-        window.resize(chunk.min(usize::try_from(size).unwrap_or(usize::MAX)));
+        blob.resize(chunk.min(usize::try_from(size).unwrap_or(usize::MAX)));
         if self.no_patch {
-            return self.put_streamed(reg, data, window, digest, location, offset, rest);
+            return self.put_streamed(reg, blob, location, offset);
         }
-        let chunk = window.buf.len();
+        let chunk = blob.buf.len();
         if rest <= chunk as u64 {
-            let bytes = window.get(data, offset, rest as usize)?;
+            let bytes = blob.get(offset, rest as usize)?;
             let url = commit_url(location, digest);
             let resp = self.exchange(reg, "PUT", &url, &OCTETS, bytes);
             return self.on_commit(reg, resp, digest);
         }
-        let bytes = window.get(data, offset, chunk)?;
+        let bytes = blob.get(offset, chunk)?;
         let range = format!("{offset}-{}", offset + chunk as u64 - 1);
         let headers = [
             ("Content-Type", "application/octet-stream"),
@@ -525,31 +545,18 @@ impl Upload {
     }
 
     /// For registries without PATCH: the rest of the blob in one streamed PUT.
-    #[allow(clippy::too_many_arguments)]
     fn put_streamed(
         &mut self,
         reg: &mut Registry,
-        data: &mut dyn BlobSource,
-        window: &mut Window,
-        digest: &Digest,
+        blob: &mut Blob<'_>,
         location: &str,
         offset: u64,
-        rest: u64,
     ) -> Result<()> {
-        let held = window.start + window.len as u64;
-        let mut body: Box<dyn Read + '_> = if window.start <= offset && offset < held {
-            // What the window holds, then the source from where it stopped.
-            let from = (offset - window.start) as usize;
-            Box::new((&window.buf[from..window.len]).chain(&mut *data))
-        } else {
-            data.rewind(offset).map_err(source_error)?;
-            Box::new(&mut *data)
-        };
+        let (digest, rest) = (blob.digest, blob.size - offset);
         let url = commit_url(location, digest);
+        let mut body = blob.rest_from(offset)?;
         let resp = reg.request_stream(&mut self.budget, "PUT", &url, &OCTETS, &mut body, rest);
         drop(body);
-        // Whatever happened, the source is now somewhere the window does not know.
-        (window.len, window.source_at) = (0, u64::MAX);
         self.on_commit(reg, resp, digest)
     }
 
@@ -745,18 +752,28 @@ mod tests {
     }
 
     #[test]
-    fn window_keeps_a_chunk_and_rewinds_the_source_when_needed() {
+    fn blob_keeps_a_chunk_and_rewinds_the_source_when_needed() {
         let data: Vec<u8> = (0..=255u8).collect();
+        let digest = Digest::of_bytes(&data);
         let mut src = std::io::Cursor::new(&data[..]);
-        let mut w = Window::new(100);
-        assert_eq!(w.get(&mut src, 0, 100).unwrap()[99], 99);
-        // Inside the window: no read.
-        assert_eq!(w.get(&mut src, 40, 60).unwrap()[0], 40);
-        assert_eq!(src.position(), 100);
-        assert_eq!(w.get(&mut src, 100, 100).unwrap()[0], 100);
+        let mut b = Blob::new(&mut src, &digest, 256);
+        b.resize(100);
+        assert_eq!(b.get(0, 100).unwrap()[99], 99);
+        // Inside what is held: no read.
+        assert_eq!(b.get(40, 60).unwrap()[0], 40);
+        assert_eq!(b.source_at, 100);
+        assert_eq!(b.get(100, 100).unwrap()[0], 100);
         // Back to the start: the source is rewound.
-        assert_eq!(w.get(&mut src, 0, 10).unwrap(), &data[..10]);
-        assert_eq!(w.get(&mut src, 250, 6).unwrap(), &data[250..]);
+        assert_eq!(b.get(0, 10).unwrap(), &data[..10]);
+        assert_eq!(b.get(250, 6).unwrap(), &data[250..]);
+        // The rest from inside what is held, then from elsewhere (rewound).
+        b.get(100, 50).unwrap();
+        let mut rest = Vec::new();
+        b.rest_from(120).unwrap().read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[120..]);
+        let mut rest = Vec::new();
+        b.rest_from(7).unwrap().read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[7..]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A fault-injecting TCP proxy for the integration tests: listens on 127.0.0.1 (a free
 //! port), forwards to a real registry, and misbehaves on the requests its rules match
-//! (by method and path): trickles or stalls the response after N bytes, or resets the
-//! connection after N bytes of the request body. Requests are parsed just enough to
+//! (by method and path): trickles or stalls the response after N bytes, resets the
+//! connection after N bytes of the request body, or lets the request through and
+//! resets the connection instead of passing the answer on. Requests are parsed just enough to
 //! find their bodies (barge always sends `Content-Length`); everything else is passed
 //! through untouched. Threads only, bounded in time: after its lifetime (or when
 //! dropped) the proxy closes every connection and its threads end by themselves.
@@ -28,6 +29,9 @@ pub enum Action {
     /// Forward `after` bytes of the request body, then reset both connections (RST);
     /// only requests with a longer body match.
     ResetBody { after: usize },
+    /// Forward the whole request; once the registry answers, drop the answer and
+    /// reset the client's connection (the request took effect, the client cannot know).
+    DropAnswer,
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -205,7 +209,9 @@ fn requests(
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let body_len = content_length(&head);
         let action = shared.action_for(method, target, body_len);
-        if let Some(a @ (Action::Trickle { .. } | Action::Stall { .. })) = action {
+        if let Some(a @ (Action::Trickle { .. } | Action::Stall { .. } | Action::DropAnswer)) =
+            action
+        {
             *armed.lock().unwrap() = Armed {
                 action: Some(a),
                 forwarded: 0,
@@ -230,6 +236,19 @@ fn requests(
             set_reset_on_close(upstream);
             return true;
         }
+        if matches!(action, Some(Action::DropAnswer)) {
+            wait_for_answer(armed, shared);
+            set_reset_on_close(client);
+            return true;
+        }
+    }
+}
+
+/// Waits (up to 10 s) until the registry's answer has started and been dropped.
+fn wait_for_answer(armed: &Mutex<Armed>, shared: &Shared) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while armed.lock().unwrap().forwarded == 0 && Instant::now() < end && !shared.stopping() {
+        thread::sleep(POLL / 5);
     }
 }
 
@@ -341,6 +360,10 @@ fn deliver(
             None => return client.write_all(data).is_ok(),
             Some(Action::Trickle { after, every }) => (after, Some(every)),
             Some(Action::Stall { after }) => (after, None),
+            Some(Action::DropAnswer) => {
+                armed.lock().unwrap().forwarded += data.len();
+                return true;
+            }
             Some(Action::ResetBody { .. }) => unreachable!("never armed"),
         };
         let free = after.saturating_sub(forwarded).min(data.len());
