@@ -79,7 +79,9 @@ fn trickling_blob_ends_in_a_clear_error_within_the_budget() {
     eprintln!("trickling blob: failed after {took:?}: {line}");
     assert!(proxy.hits() >= 1, "the proxy never trickled");
     assert!(
-        line.contains("download blob sha256:") && line.contains("in 2 s (below 1.0 KiB/s)"),
+        line.contains("download blob sha256:")
+            && line.contains("registry sent ")
+            && line.contains("(below 1.0 KiB/s)"),
         "{line}"
     );
     assert!(line.contains("gave up after"), "{line}");
@@ -373,4 +375,25 @@ fn push_goes_on_after_an_unanswered_patch() {
         &snapshot(&dir),
         &pulled_tree(&reg.image("faults/unanswered:1")),
     );
+}
+
+/// A registry that sends a burst and then trickles, on every resume: the bursts are
+/// progress, the trickles are not, and past the budget an attempt must keep moving.
+#[test]
+fn burst_then_trickle_on_every_resume_ends_within_the_budget() {
+    let trickle = Action::Trickle {
+        after: 100_000,
+        every: Duration::from_secs(1),
+    };
+    let proxy = fixture_proxy(vec![Rule::new(
+        "GET",
+        "/blobs/sha256:",
+        trickle,
+        usize::MAX,
+    )]);
+    let (out, took, _tmp) = timed_pull(&proxy.image("test/busybox:oci"), WINDOW_2S);
+    let line = assert_slow_error(&out);
+    eprintln!("burst then trickle: failed after {took:?}: {line}");
+    assert!(line.contains("gave up after"), "{line}");
+    assert!(took <= Duration::from_secs(8) + SLACK, "took {took:?}");
 }

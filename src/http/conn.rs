@@ -80,7 +80,7 @@ impl Write for Wire {
 
 /// The byte stream under a connection: plain TCP or TLS over TCP.
 pub(crate) enum Stream {
-    Plain(Wire),
+    Plain(Box<Wire>),
     Tls(Box<StreamOwned<ClientConnection, Wire>>),
 }
 
@@ -237,7 +237,7 @@ pub(crate) fn open(url: &Url, dial: &Dial<'_>) -> Result<Conn> {
         };
         Stream::Tls(Box::new(super::tls::handshake(config, tcp, url)?))
     } else {
-        Stream::Plain(tcp)
+        Stream::Plain(Box::new(tcp))
     };
     Ok(Conn {
         io: BufReader::with_capacity(READ_BUFFER, stream),

@@ -83,16 +83,68 @@ enum Stall {
     Deadline { received: u64 },
 }
 
+/// How many slices the averaging window is cut into: it slides by an eighth.
+const SLICES: usize = 8;
+
+/// Bytes (in, out) moved during the last `SLICES` slices of blocked time.
+#[derive(Debug, Clone, Default)]
+struct Sliding {
+    slices: [(u64, u64); SLICES],
+    /// The slice being filled.
+    next: usize,
+    /// Completed slices (at most `SLICES`).
+    filled: usize,
+    /// Blocked time in the slice being filled.
+    waited: Duration,
+}
+
+impl Sliding {
+    /// Adds one socket call; each time a slice completes with a whole window behind
+    /// it, the window's bytes (in, out) when they are fewer than `least`. When
+    /// `strict`, a slice alone must move its share of `least`, or it is `(0, 0)`.
+    fn add(
+        &mut self,
+        slice: Duration,
+        least: u64,
+        strict: bool,
+        waited: Duration,
+        moved: u64,
+        dir: Direction,
+    ) -> Option<(u64, u64)> {
+        let cur = &mut self.slices[self.next];
+        match dir {
+            Direction::Receiving => cur.0 = cur.0.saturating_add(moved),
+            Direction::Sending => cur.1 = cur.1.saturating_add(moved),
+        }
+        self.waited += waited;
+        while self.waited >= slice {
+            self.waited -= slice;
+            self.filled = (self.filled + 1).min(SLICES);
+            let (si, so) = self.slices[self.next];
+            if strict && si.saturating_add(so) < least / SLICES as u64 {
+                return Some((0, 0));
+            }
+            let (i, o) = self.slices.iter().fold((0u64, 0u64), |(i, o), s| {
+                (i.saturating_add(s.0), o.saturating_add(s.1))
+            });
+            if self.filled == SLICES && i.saturating_add(o) < least {
+                return Some((i, o));
+            }
+            self.next = (self.next + 1) % SLICES;
+            self.slices[self.next] = (0, 0);
+        }
+        None
+    }
+}
+
 /// Byte and time accounting for one connection, restarted at each request.
 #[derive(Debug, Clone)]
 pub(crate) struct Pace {
     rule: LowSpeed,
     idle_limit: Duration,
     deadline: Option<Instant>,
-    /// Blocked time and bytes (in, out) of the current window.
-    window_waited: Duration,
-    window_in: u64,
-    window_out: u64,
+    /// Bytes moved in the last window of blocked time.
+    window: Sliding,
     /// Blocked time since the last byte.
     idle: Duration,
     /// Bytes moved since the request began, and of those received.
@@ -107,9 +159,7 @@ impl Pace {
             rule,
             idle_limit,
             deadline,
-            window_waited: Duration::ZERO,
-            window_in: 0,
-            window_out: 0,
+            window: Sliding::default(),
             idle: Duration::ZERO,
             attempt_moved: 0,
             attempt_in: 0,
@@ -157,12 +207,8 @@ impl Pace {
         dir: Direction,
     ) -> Option<Stall> {
         self.attempt_moved = self.attempt_moved.saturating_add(moved);
-        match dir {
-            Direction::Receiving => {
-                self.window_in = self.window_in.saturating_add(moved);
-                self.attempt_in = self.attempt_in.saturating_add(moved);
-            }
-            Direction::Sending => self.window_out = self.window_out.saturating_add(moved),
+        if dir == Direction::Receiving {
+            self.attempt_in = self.attempt_in.saturating_add(moved);
         }
         self.idle = if moved > 0 {
             Duration::ZERO
@@ -172,25 +218,26 @@ impl Pace {
         if !self.idle_limit.is_zero() && self.idle >= self.idle_limit {
             return Some(Stall::Idle);
         }
-        if self.rule.enabled() {
-            self.window_waited += waited;
-            if self.window_waited >= self.rule.time {
-                let total = self.window_in.saturating_add(self.window_out);
-                if total < self.rule.window_bytes() {
-                    let moved = match dir {
-                        Direction::Receiving => self.window_in,
-                        Direction::Sending => self.window_out,
-                    };
-                    return Some(Stall::Slow { moved, dir });
-                }
-                (self.window_waited, self.window_in, self.window_out) = (Duration::ZERO, 0, 0);
-            }
-        }
+        // Past the deadline only an attempt that keeps moving may go on.
         let late = self.deadline.is_some_and(|d| now >= d);
+        let deadline = Stall::Deadline {
+            received: self.attempt_in,
+        };
         if late && self.attempt_moved < self.rule.window_bytes() {
-            return Some(Stall::Deadline {
-                received: self.attempt_in,
-            });
+            return Some(deadline);
+        }
+        if self.rule.enabled() {
+            let slice = self.rule.time / SLICES as u32;
+            let least = self.rule.window_bytes();
+            let slow = self.window.add(slice, least, late, waited, moved, dir);
+            return match slow {
+                Some(_) if late => Some(deadline),
+                Some((i, o)) => Some(Stall::Slow {
+                    moved: if dir == Direction::Receiving { i } else { o },
+                    dir,
+                }),
+                None => None,
+            };
         }
         None
     }
@@ -213,7 +260,7 @@ impl Pace {
                 self.idle_limit.as_secs_f64().round()
             ),
             Stall::Deadline { received } => {
-                format!("registry sent {received} bytes when the time for this transfer ran out")
+                format!("registry sent {received} bytes before the time for this transfer ran out (below {limit}/s)")
             }
         };
         Error::with_kind(Kind::Transient, msg).hint(SLOW_LINK_HINT)
@@ -284,11 +331,29 @@ mod tests {
     fn a_steady_transfer_at_the_limit_passes_window_after_window() {
         let mut p = pace(1024, 5);
         feed(&mut p, 1024, 100, Direction::Receiving).unwrap();
-        // Both directions count: a request body sent, then a slow answer.
+        // Both directions count: a request body sent, then a slow answer...
         let mut p = pace(1024, 5);
         feed(&mut p, 4096, 1, Direction::Sending).unwrap();
         feed(&mut p, 256, 4, Direction::Receiving).unwrap();
-        feed(&mut p, 1024, 5, Direction::Receiving).unwrap();
+        // ...until the body leaves the window.
+        let e = feed(&mut p, 256, 2, Direction::Receiving).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "registry sent 1280 bytes in 5 s (below 1.0 KiB/s)"
+        );
+    }
+
+    #[test]
+    fn the_window_slides_a_burst_does_not_buy_a_second_window() {
+        let mut p = pace(1024, 8);
+        feed(&mut p, 1 << 20, 1, Direction::Receiving).unwrap();
+        // The burst leaves the window 8 s later; the trickle alone then fails.
+        feed(&mut p, 1, 7, Direction::Receiving).unwrap();
+        let e = feed(&mut p, 1, 2, Direction::Receiving).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "registry sent 8 bytes in 8 s (below 1.0 KiB/s)"
+        );
     }
 
     #[test]
@@ -339,12 +404,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.message(),
-            "registry sent 5 bytes when the time for this transfer ran out"
+            "registry sent 5 bytes before the time for this transfer ran out (below 10 B/s)"
         );
+        // An attempt that moved enough goes on past the deadline while it keeps
+        // moving; its first slow slice (here 30 s / 8) ends it.
         let mut p = Pace::new(rule, Duration::ZERO, Some(past));
-        p.account_at(Instant::now(), S, 300, Direction::Receiving)
-            .unwrap();
-        p.account_at(Instant::now(), S, 0, Direction::Receiving)
-            .unwrap();
+        feed(&mut p, 300, 4, Direction::Receiving).unwrap();
+        feed(&mut p, 0, 3, Direction::Receiving).unwrap();
+        let e = feed(&mut p, 0, 1, Direction::Receiving).unwrap_err();
+        assert!(
+            e.message().contains("time for this transfer ran out"),
+            "{e}"
+        );
     }
 }

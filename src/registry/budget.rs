@@ -1,7 +1,9 @@
 //! The time one logical transfer (a request with its retries, a blob download with
 //! its resumes, a blob upload with its retries and new sessions) may spend without
-//! progress: 4 low-speed windows, 2 minutes by default. Every attempt is also told
-//! the deadline, so a dead or hostile registry ends the command within that bound.
+//! progress: 4 low-speed windows, 2 minutes by default. The deadline moves on by
+//! the time spent making progress (a window's worth of bytes at a time), so only
+//! slow, stalled and failed time counts. Every attempt is told the deadline, so a
+//! dead or hostile registry ends the command within that bound.
 
 use crate::error::Error;
 use crate::http::LowSpeed;
@@ -13,7 +15,6 @@ const WINDOWS: u32 = 4;
 /// Retry accounting for one logical transfer.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    span: Duration,
     /// Bytes an attempt must move to count as progress.
     good: u64,
     started: Instant,
@@ -27,7 +28,6 @@ impl Budget {
         let span = Budget::span(rule);
         let now = Instant::now();
         Budget {
-            span,
             good: rule.window_bytes(),
             started: now,
             deadline: now + span,
@@ -55,14 +55,14 @@ impl Budget {
         self.attempts += 1;
     }
 
-    /// Notes that an attempt moved `bytes`: a low-speed window's worth is progress,
-    /// and gives a fresh span (the return value says whether it was).
-    pub fn progressed(&mut self, bytes: u64) -> bool {
-        let good = bytes >= self.good;
-        if good {
-            self.deadline = Instant::now() + self.span;
-        }
-        good
+    /// Whether moving `bytes` is progress: a low-speed window's worth.
+    pub fn is_progress(&self, bytes: u64) -> bool {
+        bytes >= self.good
+    }
+
+    /// Time spent making progress does not count: the deadline moves on by it.
+    pub fn credit(&mut self, productive: Duration) {
+        self.deadline += productive;
     }
 
     /// Whether another attempt may start after waiting `wait`.
@@ -101,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn progress_extends_the_deadline_and_a_trickle_does_not() {
+    fn productive_time_moves_the_deadline() {
         let rule = LowSpeed {
             limit: 1024,
             time: Duration::from_millis(50),
@@ -110,10 +110,11 @@ mod tests {
         assert!(b.allows_retry(Duration::ZERO));
         assert!(!b.allows_retry(Duration::from_millis(250)));
         std::thread::sleep(Duration::from_millis(210));
-        b.progressed(10);
         assert!(!b.allows_retry(Duration::ZERO));
-        b.progressed(rule.window_bytes());
-        assert!(b.allows_retry(Duration::from_millis(150)));
+        assert!(!b.is_progress(rule.window_bytes() - 1));
+        assert!(b.is_progress(rule.window_bytes()));
+        b.credit(Duration::from_millis(300));
+        assert!(b.allows_retry(Duration::from_millis(50)));
         b.attempt();
         b.attempt();
         let e = b.give_up(Error::new("x"));

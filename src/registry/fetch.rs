@@ -10,6 +10,7 @@ use crate::manifest::{ACCEPT, MAX_MANIFEST};
 use crate::registry::budget::Budget;
 use crate::registry::client::{Registry, MAX_ATTEMPTS};
 use std::io::{self, Read};
+use std::time::Instant;
 
 /// A manifest or index as the registry sent it.
 pub struct RawManifest {
@@ -93,8 +94,9 @@ pub struct BlobReader<'r> {
     resp: Option<Response>,
     resumes: u32,
     budget: Budget,
-    /// Where the current attempt began (what it delivered counts as progress).
-    attempt_from: u64,
+    /// When and where the last window's worth of bytes was complete: the time
+    /// from there to the next one was spent making progress.
+    mark: (Instant, u64),
 }
 
 const MAX_RESUMES: u32 = 3;
@@ -117,7 +119,7 @@ impl<'r> BlobReader<'r> {
             resp: None,
             resumes: 0,
             budget,
-            attempt_from: 0,
+            mark: (Instant::now(), 0),
         };
         r.resp = Some(r.get(None)?);
         Ok(r)
@@ -165,9 +167,19 @@ impl<'r> BlobReader<'r> {
         self.resp = None;
         self.budget = self.reg.budget();
         self.offset = offset;
-        self.attempt_from = offset;
+        self.mark = (Instant::now(), offset);
         self.resp = Some(self.get((offset > 0).then_some(offset))?);
         Ok(())
+    }
+
+    /// Credits the budget with the time the last window's worth of bytes took.
+    fn note_progress(&mut self) {
+        let (at, from) = self.mark;
+        if self.budget.is_progress(self.offset - from) {
+            let now = Instant::now();
+            self.budget.credit(now - at);
+            self.mark = (now, self.offset);
+        }
     }
 
     fn resume(&mut self, cause: Error) -> Result<()> {
@@ -175,13 +187,12 @@ impl<'r> BlobReader<'r> {
         if cause.kind() != Kind::Transient {
             return Err(cause.context(what));
         }
-        self.budget.progressed(self.offset - self.attempt_from);
         if self.resumes >= MAX_RESUMES || !self.budget.allows_retry(std::time::Duration::ZERO) {
             return Err(self.budget.give_up(cause).context(what));
         }
         self.resumes += 1;
         self.resp = None;
-        self.attempt_from = self.offset;
+        self.mark = (Instant::now(), self.offset);
         let resp = self.get(Some(self.offset)).map_err(|e| e.context(what))?;
         self.resp = Some(resp);
         Ok(())
@@ -219,6 +230,7 @@ impl Read for BlobReader<'_> {
                 }
                 Ok(n) => {
                     self.offset += n as u64;
+                    self.note_progress();
                     return Ok(n);
                 }
                 Err(e)

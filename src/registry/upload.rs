@@ -19,7 +19,7 @@ use crate::registry::budget::Budget;
 use crate::registry::client::{sleep_interruptible, Registry, MAX_ATTEMPTS};
 use crate::registry::source::BlobSource;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Chunks are read into memory one at a time; this bounds push memory.
 pub const CHUNK: usize = 8 << 20;
@@ -315,7 +315,7 @@ impl Upload {
         let mut blob = Blob::new(data, digest, size);
         loop {
             crate::signal::check()?;
-            let before = self.held();
+            let (before, began) = (self.held(), Instant::now());
             let step = match self.state.clone() {
                 SessionState::Closed => self.open(reg, digest),
                 SessionState::Open { location, offset } => {
@@ -328,6 +328,7 @@ impl Upload {
                 }
             };
             if self.note_progress(before, progress) {
+                self.budget.credit(began.elapsed());
                 (self.failures, self.idle_steps) = (0, 0);
             } else {
                 self.idle_steps += 1;
@@ -361,7 +362,7 @@ impl Upload {
     }
 
     /// Reports newly confirmed bytes; true when they are progress (a low-speed
-    /// window's worth, or the blob committed), which renews the budget.
+    /// window's worth, or the blob committed).
     fn note_progress(&mut self, before: u64, progress: &mut dyn FnMut(u64)) -> bool {
         let now = self.held();
         if now > self.reported {
@@ -369,7 +370,7 @@ impl Upload {
             self.reported = now;
         }
         self.state == SessionState::Committed
-            || now > before && self.budget.progressed(now - before)
+            || now > before && self.budget.is_progress(now - before)
     }
 
     /// After a failed step: wait and go on while the budget allows, else the final error.
@@ -508,7 +509,7 @@ impl Upload {
                 self.no_patch = true;
                 Ok(())
             }
-            404 => self.lose(resp),
+            404 => self.lose(reg, resp),
             416 | 429 | 500..=599 => {
                 let s = resp.status;
                 let e = reg.status_error(resp, "upload chunk", s);
@@ -534,7 +535,7 @@ impl Upload {
                 self.state = self.state.clone().committed()?;
                 resp.discard()
             }
-            404 => self.lose(resp),
+            404 => self.lose(reg, resp),
             416 | 429 | 500..=599 => {
                 let s = resp.status;
                 let e = reg.status_error(resp, &format!("commit blob {digest}"), s);
@@ -579,7 +580,7 @@ impl Upload {
                 }
                 Ok(())
             }
-            404 => self.lose(resp),
+            404 => self.lose(reg, resp),
             429 | 500..=599 => {
                 let s = resp.status;
                 let e = reg.status_error(resp, "ask upload status", s);
@@ -597,8 +598,9 @@ impl Upload {
     }
 
     /// The registry no longer knows the session (404): start over with a new one.
-    fn lose(&mut self, resp: Response) -> Result<()> {
-        resp.discard()?;
+    fn lose(&mut self, reg: &Registry, resp: Response) -> Result<()> {
+        let e = reg.status_error(resp, "upload session", 404);
+        self.last_failure = Some(e.message().to_string());
         self.state = self.state.clone().lost()?;
         Ok(())
     }
