@@ -5,5 +5,6 @@ pub mod budget;
 pub mod client;
 pub mod credentials;
 pub mod fetch;
+pub mod session;
 pub mod source;
 pub mod upload;
