@@ -46,6 +46,10 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
   -h, --help               Print this help";
 
 pub const COMMIT_HELP: &str = "\
@@ -80,6 +84,10 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
   -h, --help               Print this help";
 
 pub const LOGIN_HELP: &str = "\
@@ -99,6 +107,10 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
   -h, --help               Print this help";
 
 /// A parsed command line.
@@ -164,7 +176,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => quiet = true,
             Long("platform") => platform = Some(string_value(p)?),
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -214,7 +226,7 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
             Short('q') | Long("quiet") => quiet = true,
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -242,7 +254,7 @@ fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
             Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
             Short('u') | Long("user") | Long("username") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -270,13 +282,32 @@ fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
     Ok(Command::Logout(registry))
 }
 
-/// `--ca-cert` and `--insecure`, shared by every command that talks to a registry.
+/// The options [`transport_option`] takes.
+const TRANSPORT_OPTIONS: &[&str] = &["ca-cert", "insecure", "low-speed-limit", "low-speed-time"];
+
+/// `--ca-cert`, `--insecure` and the low-speed rule, shared by every command that talks to a registry.
 fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<()> {
     match name {
         "ca-cert" => t.ca_files.push(p.value().map_err(usage_error)?.into()),
+        "low-speed-limit" => t.low_speed.limit = number_value(p, name)?,
+        "low-speed-time" => {
+            t.low_speed.time = std::time::Duration::from_secs(number_value(p, name)?)
+        }
         _ => t.insecure.push(string_value(p)?),
     }
     Ok(())
+}
+
+/// A whole number (at most 10^9) for option `--name`.
+fn number_value(p: &mut lexopt::Parser, name: &str) -> Result<u64> {
+    let v = string_value(p)?;
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= 1_000_000_000 => Ok(n),
+        _ => Err(
+            Error::new(format!("--{name} takes a whole number, not {v:?}"))
+                .hint("run with --help for usage"),
+        ),
+    }
 }
 
 fn string_value(p: &mut lexopt::Parser) -> Result<String> {
@@ -330,6 +361,27 @@ mod tests {
             panic!()
         };
         assert_eq!((p.user.as_deref(), p.password_stdin), (Some("bob"), true));
+    }
+
+    #[test]
+    fn low_speed_options_for_every_registry_command() {
+        let Command::Pull(p) = parse(args("pull x")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.low_speed, crate::http::LowSpeed::DEFAULT);
+        let Command::Push(p) =
+            parse(args("push x --low-speed-limit 0 --low-speed-time 300")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.transport.low_speed.limit, 0);
+        assert_eq!(p.transport.low_speed.time.as_secs(), 300);
+        let Command::Login(l) = parse(args("login h --low-speed-time 5")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(l.transport.low_speed.time.as_secs(), 5);
+        assert!(parse(args("pull x --low-speed-limit fast")).is_err());
+        assert!(parse(args("pull x --low-speed-time -1")).is_err());
     }
 
     #[test]
