@@ -59,8 +59,13 @@ fn print_commit(s: &commit::CommitSummary, quiet: bool) {
     println!("Done");
 }
 
-/// Prints the one error line and exits 1.
+/// Prints the one error line and exits 1, or 128 + the signal's number after Ctrl-C
+/// or SIGTERM (whatever error the interrupted work then ran into).
 fn fail(label: &str, e: &error::Error) -> ! {
+    if let Some(status) = signal::exit_status() {
+        eprintln!("barge: {label}interrupted");
+        std::process::exit(status);
+    }
     eprintln!("barge: {label}{e}");
     std::process::exit(1);
 }
