@@ -55,7 +55,8 @@ fn print_commit(s: &commit::CommitSummary, quiet: bool) {
     println!("Parent: {}", s.parent);
     println!("Layer: {}", s.layer_digest);
     println!("DiffID: {}", s.diff_id);
-    println!("Layer size: {}", s.size);
+    let size = progress::human_bytes(s.size);
+    println!("Layer size: {size} ({} bytes)", s.size);
     println!("Done");
 }
 

@@ -173,7 +173,8 @@ fn unpack_all(
     opts: &PullOptions,
 ) -> Result<UnpackStats> {
     let layers = &image.manifest.layers;
-    out.line(format!("Pulling {} layers:", layers.len()));
+    let s = if layers.len() == 1 { "" } else { "s" };
+    out.line(format!("Pulling {} layer{s}:", layers.len()));
     let mut root = Root::open(dir)?;
     let mut history = if opts.git {
         Some(History::init(dir)?)
