@@ -21,9 +21,9 @@ Commands:
   push NAME      Upload a committed directory's image to a registry
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
-
   version        Print barge's version
   help [COMMAND] Print this help, or a command's
+
 
 Run `barge help <COMMAND>` or `barge <COMMAND> --help` for a command's options.
 Options: -h, --help   print help;  -V, --version   print the version";
