@@ -978,6 +978,32 @@ mod tests {
     }
 
     #[test]
+    fn platform_accepts_what_select_would() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let yes = [
+            ("linux/amd64", "linux/amd64"),
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/arm64", "linux/arm64/v8"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm/v7", "linux/arm"),
+            ("linux/arm/v7", "linux/arm/v6"),
+            ("linux/amd64", "linux/386"),
+        ];
+        for (want, image) in yes {
+            assert!(p(want).accepts(&p(image)), "{want} should take {image}");
+        }
+        let no = [
+            ("linux/arm64", "linux/amd64"),
+            ("linux/amd64", "linux/arm64"),
+            ("windows/amd64", "linux/amd64"),
+            ("linux/arm/v6", "linux/arm/v7"),
+        ];
+        for (want, image) in no {
+            assert!(!p(want).accepts(&p(image)), "{want} should refuse {image}");
+        }
+    }
+
+    #[test]
     fn select_platforms() {
         let attestation = format!(
             r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1,"annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"{}"}},"platform":{{"architecture":"unknown","os":"unknown"}}}}"#,
