@@ -21,8 +21,11 @@ Commands:
   push NAME      Upload a committed directory's image to a registry
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
+  version        Print barge's version
+  help [COMMAND] Print this help, or a command's
 
-Run `barge <COMMAND> --help` for a command's options.
+
+Run `barge help <COMMAND>` or `barge <COMMAND> --help` for a command's options.
 Options: -h, --help   print help;  -V, --version   print the version";
 
 pub const PULL_HELP: &str = "\
@@ -96,7 +99,6 @@ read them: through the credential helper that $DOCKER_CONFIG/config.json (or
 ~/.docker/config.json) names (credHelpers, credsStore), else in its auths (mode 0600).
 
 Usage: barge login [REGISTRY] [-u USER[:PASS]] [--password-stdin]
-       barge logout [REGISTRY]
 
 REGISTRY defaults to Docker Hub. Without a password, it is asked for on the terminal
 without echo.
@@ -111,6 +113,18 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+  -h, --help               Print this help";
+
+pub const LOGOUT_HELP: &str = "\
+Forget the credentials `barge login` (or docker login) stored for REGISTRY: erase them
+through the credential helper $DOCKER_CONFIG/config.json (or ~/.docker/config.json)
+names (credHelpers, credsStore), else remove them from its auths.
+
+Usage: barge logout [REGISTRY]
+
+REGISTRY defaults to Docker Hub.
+
+Options:
   -h, --help               Print this help";
 
 /// A parsed command line.
@@ -153,7 +167,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "push" => parse_push(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
-            "help" => Ok(Command::Help(USAGE)),
+            "help" => parse_help(&mut parser),
+            "version" => Ok(Command::Version),
             other => Err(Error::new(format!("unknown command {other:?}"))
                 .hint("run `barge --help` for the list of commands")),
         },
@@ -274,12 +289,39 @@ fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
     let mut registry = None;
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
+            Short('h') | Long("help") => return Ok(Command::Help(LOGOUT_HELP)),
             Value(v) if registry.is_none() => registry = Some(os_string(v)?),
             other => return Err(usage_error(other.unexpected())),
         }
     }
     Ok(Command::Logout(registry))
+}
+
+/// `barge help [COMMAND]`: the overview, or that command's `--help`.
+fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
+    let Some(arg) = p.next().map_err(usage_error)? else {
+        return Ok(Command::Help(USAGE));
+    };
+    let topic = match arg {
+        Value(v) => os_string(v)?,
+        other => return Err(usage_error(other.unexpected())),
+    };
+    if let Some(extra) = p.next().map_err(usage_error)? {
+        return Err(usage_error(extra.unexpected()));
+    }
+    match topic.as_str() {
+        "pull" => Ok(Command::Help(PULL_HELP)),
+        "commit" => Ok(Command::Help(COMMIT_HELP)),
+        "push" => Ok(Command::Help(PUSH_HELP)),
+        "login" => Ok(Command::Help(LOGIN_HELP)),
+        "logout" => Ok(Command::Help(LOGOUT_HELP)),
+        "help" => Ok(Command::Help(USAGE)),
+        "version" => Ok(Command::Help(
+            "Usage: barge version\n\nPrints barge's version.",
+        )),
+        other => Err(Error::new(format!("no help for unknown command {other:?}"))
+            .hint("run `barge help` for the list of commands")),
+    }
 }
 
 /// The options [`transport_option`] takes.
@@ -361,6 +403,32 @@ mod tests {
             panic!()
         };
         assert_eq!((p.user.as_deref(), p.password_stdin), (Some("bob"), true));
+    }
+
+    fn help_text(line: &str) -> &'static str {
+        match parse(args(line)) {
+            Ok(Command::Help(t)) => t,
+            _ => panic!("{line}: not help"),
+        }
+    }
+
+    #[test]
+    fn help_and_version_as_commands() {
+        for (cmd, text) in [
+            ("pull", PULL_HELP),
+            ("commit", COMMIT_HELP),
+            ("push", PUSH_HELP),
+            ("login", LOGIN_HELP),
+            ("logout", LOGOUT_HELP),
+        ] {
+            assert_eq!(help_text(&format!("help {cmd}")), text, "{cmd}");
+            assert_eq!(help_text(&format!("{cmd} --help")), text, "{cmd}");
+        }
+        assert_eq!(help_text("help"), USAGE);
+        assert!(matches!(parse(args("version")), Ok(Command::Version)));
+        assert!(matches!(parse(args("--version")), Ok(Command::Version)));
+        assert!(parse(args("help frobnicate")).is_err());
+        assert!(parse(args("help pull push")).is_err());
     }
 
     #[test]

@@ -529,6 +529,14 @@ impl Platform {
         })
     }
 
+    /// True when an image built for `image` runs where `self` is wanted: the same
+    /// matching (aliases, implied variants, older compatible variants) as an index's.
+    pub fn accepts(&self, image: &Platform) -> bool {
+        let (arch, variant) = normalize_arch(&image.architecture, image.variant.as_deref());
+        normalize_os(&image.os) == normalize_os(&self.os)
+            && compatible(self).contains(&(arch, variant))
+    }
+
     /// The platform this binary runs on, in Go's names (`linux/amd64`, `linux/arm64/v8`).
     pub fn host() -> Platform {
         let (arch, variant) = host_arch(std::env::consts::ARCH);
@@ -634,6 +642,18 @@ impl fmt::Display for Platform {
 }
 
 impl ImageConfig {
+    /// The platform the config says the image is for (`os`, `architecture`, `variant`).
+    pub fn platform(&self) -> Platform {
+        let variant = json::opt_str(&self.raw, "variant").ok().flatten();
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
+            os_version: None,
+            os_features: Vec::new(),
+        }
+    }
+
     /// Parses a config blob and checks it against the manifest's number of layers.
     pub fn parse(bytes: &[u8], layer_count: usize) -> Result<ImageConfig> {
         let raw = json::parse(bytes, "image config")?;
@@ -964,6 +984,32 @@ mod tests {
     fn pick(idx: &Index, want: &str) -> Result<String> {
         idx.select(&Platform::parse(want)?)
             .map(|d| d.digest.as_str()[7..8].to_string())
+    }
+
+    #[test]
+    fn platform_accepts_what_select_would() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let yes = [
+            ("linux/amd64", "linux/amd64"),
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/arm64", "linux/arm64/v8"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm/v7", "linux/arm"),
+            ("linux/arm/v7", "linux/arm/v6"),
+            ("linux/amd64", "linux/386"),
+        ];
+        for (want, image) in yes {
+            assert!(p(want).accepts(&p(image)), "{want} should take {image}");
+        }
+        let no = [
+            ("linux/arm64", "linux/amd64"),
+            ("linux/amd64", "linux/arm64"),
+            ("windows/amd64", "linux/amd64"),
+            ("linux/arm/v6", "linux/arm/v7"),
+        ];
+        for (want, image) in no {
+            assert!(!p(want).accepts(&p(image)), "{want} should refuse {image}");
+        }
     }
 
     #[test]

@@ -113,15 +113,10 @@ pub fn resolve(
 ) -> Result<ResolvedImage> {
     let repo = &reference.repository;
     let raw = fetch::manifest(reg, repo, &reference.reference_str())?;
-    let (raw, manifest) = match manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())? {
-        Fetched::Manifest(m) => {
-            if let Some(p) = platform {
-                out.line(format!(
-                    "Note: {reference} is a single-platform image; --platform {p} not checked"
-                ));
-            }
-            (raw, m)
-        }
+    let parsed = manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())?;
+    let via_index = matches!(parsed, Fetched::Index(_));
+    let (raw, manifest) = match parsed {
+        Fetched::Manifest(m) => (raw, m),
         Fetched::Index(index) => {
             let want = platform.cloned().unwrap_or_else(Platform::host);
             let chosen = index.select(&want)?.clone();
@@ -146,12 +141,30 @@ pub fn resolve(
     )
     .context("image config")?;
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
+    if let (Some(want), false) = (platform, via_index) {
+        check_platform(want, &config)?;
+    }
     Ok(ResolvedImage {
         manifest_bytes: raw.bytes,
         manifest,
         config_bytes,
         config,
     })
+}
+
+/// Refuses a single-platform image made for another platform than `--platform` asks,
+/// as docker does (a config that names no platform is taken as it is).
+fn check_platform(want: &Platform, config: &ImageConfig) -> Result<()> {
+    let have = config.platform();
+    if have.os.is_empty() || have.architecture.is_empty() || want.accepts(&have) {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "image's platform {have} does not match the requested {want}"
+    ))
+    .hint(format!(
+        "pull an image (or a multi-platform index) that has {want}, or drop --platform"
+    )))
 }
 
 fn unpack_all(
@@ -163,7 +176,8 @@ fn unpack_all(
     opts: &PullOptions,
 ) -> Result<(UnpackStats, Option<usize>)> {
     let layers = &image.manifest.layers;
-    out.line(format!("Pulling {} layers:", layers.len()));
+    let s = if layers.len() == 1 { "" } else { "s" };
+    out.line(format!("Pulling {} layer{s}:", layers.len()));
     let dir = stage.root_path();
     let mut root = Root::open(&dir)?;
     // The repository lives beside the root, where no layer entry can reach it,

@@ -59,7 +59,8 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     };
     let mut reg = target_registry(&target, &origin, opts)?;
     out.line(format!("Pushing image {target} ..."));
-    out.line(format!("Pushing {} layers:", manifest.layers.len()));
+    let s = if manifest.layers.len() == 1 { "" } else { "s" };
+    out.line(format!("Pushing {} layer{s}:", manifest.layers.len()));
     for desc in &manifest.layers {
         let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
         out.line(format!(

@@ -87,11 +87,9 @@ fn done_digest(out: &Output, image: &str) -> String {
 /// layer naming its digest, with `suffix` (e.g. `(already pushed)`) when given.
 fn assert_push_output(out: &Output, layers: &[String], suffix: Option<&str>) {
     let text = stdout(out);
-    assert!(
-        text.contains(&format!("Pushing {} layers:", layers.len())),
-        "no `Pushing {} layers:` in:\n{text}",
-        layers.len()
-    );
+    let n = layers.len();
+    let want = format!("Pushing {n} layer{}:", if n == 1 { "" } else { "s" });
+    assert!(text.contains(&want), "no `{want}` in:\n{text}");
     for layer in layers {
         let line = text
             .lines()

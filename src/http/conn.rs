@@ -270,6 +270,11 @@ fn tcp_connect(host: &str, port: u16, dial: &Dial<'_>) -> Result<TcpStream> {
         }
     }
     let why = match last {
+        // Refused: the host answered that no one listens there; trying again will not help.
+        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Error::new(format!("nothing is listening at {name}"))
+                .hint("is the registry running, and is the address right?"));
+        }
         Some(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
             format!("timed out after {}s", timeout.as_secs_f64().round())
         }
