@@ -3,6 +3,7 @@
 //! `main` only parses the command line, dispatches, and prints the one-line
 //! error if something failed. Everything else lives in the modules below.
 
+mod checkout;
 mod cli;
 mod clock;
 mod commit;
@@ -22,6 +23,7 @@ mod push;
 mod reference;
 mod registry;
 mod signal;
+mod status;
 mod store;
 #[cfg(test)]
 mod testutil;
@@ -80,6 +82,8 @@ fn run(cmd: Command) -> error::Result<()> {
         Command::Pull(opts) => pull::run(&opts)?,
         Command::Commit(opts, quiet) => print_commit(&commit::run(opts)?, quiet),
         Command::Push(opts) => push::run(&opts)?,
+        Command::Status(opts) => status::run(&opts)?,
+        Command::Checkout(opts) => checkout::run(&opts)?,
         Command::Login(opts) => println!("{}", login::login(&opts)?),
         Command::Logout(registry) => println!("{}", login::logout(registry.as_deref())?),
     }

@@ -245,6 +245,15 @@ impl History {
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 
+    /// Switches the work tree and HEAD to `branch` (`git checkout -f`): files git
+    /// holds are rewritten; what it cannot hold is left for the caller to put right.
+    pub fn switch_to(&self, branch: &str) -> Result<()> {
+        self.repo
+            .output(&["checkout", "-q", "-f", branch, "--"], None)
+            .with_context(|| format!("git checkout {branch}"))?;
+        Ok(())
+    }
+
     /// The layer branches, in numeric order of N.
     pub fn branches(&self) -> Result<Vec<String>> {
         let out = self
