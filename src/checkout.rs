@@ -11,12 +11,12 @@ use crate::bail;
 use crate::commit::{changes_at, head_layer};
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
-use crate::git::{branch_index, branch_name, History};
+use crate::git::{branch_index, branch_name, git_visible, History};
 use crate::layer::diff::{diff, is_root_git, read_xattrs};
 use crate::layer::entry::{Entry, EntryKind, ImagePath};
 use crate::status::change_line;
 use crate::store::{esc, Record, Tree, TreeEntry};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -44,8 +44,13 @@ pub fn run(opts: &CheckoutOptions) -> Result<()> {
     if !opts.force {
         refuse_if_changed(root, &mut record, &history)?;
     }
-    history.switch_to(&branch)?;
     let target = record.tree_at(n);
+    let current = match head_layer(root, &record, &history) {
+        Ok((at, _)) => record.tree_at(at),
+        Err(_) => record.tree.clone(),
+    };
+    check_reachable(&current, &target)?;
+    history.switch_to(&branch)?;
     restore(root, &target)?;
     let found = diff(root, &target)?;
     if !found.changes.is_empty() {
@@ -124,6 +129,32 @@ fn refuse_if_changed(root: &Path, record: &mut Record, history: &History) -> Res
         "run `barge status -r {}` to see them; commit them, or add --force to drop them",
         root.display()
     )))
+}
+
+/// Refuses a checkout that would need or drop content git does not hold (files
+/// below a `.git` directory inside the image): barge keeps no copy of it, so it
+/// could neither be put there nor brought back.
+fn check_reachable(current: &Tree, target: &Tree) -> Result<()> {
+    let hidden = |t: &Tree| -> BTreeMap<ImagePath, Option<Digest>> {
+        t.entries
+            .iter()
+            .filter(|(p, te)| {
+                matches!(te.entry.kind, EntryKind::File | EntryKind::Hardlink)
+                    && !is_root_git(p)
+                    && !git_visible(p, false)
+            })
+            .map(|(p, te)| (p.clone(), te.entry.content.clone()))
+            .collect()
+    };
+    let (a, b) = (hidden(current), hidden(target));
+    if let Some(p) = a.keys().chain(b.keys()).find(|p| a.get(*p) != b.get(*p)) {
+        return Err(Error::new(format!(
+            "{} differs between the two layers and git cannot hold it (it is below a .git directory)",
+            esc(p)
+        ))
+        .hint("barge keeps no copy of its content: stay on this layer, or pull the image again"));
+    }
+    Ok(())
 }
 
 /// Makes the disk under `root` (but its `.git`) hold exactly `target`.
@@ -392,6 +423,44 @@ fn set_mtime(path: &Path, (secs, nanos): (i64, i64)) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(path: &str, data: &[u8]) -> (ImagePath, TreeEntry) {
+        let mut entry = Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: data.len() as u64,
+            mtime: 0,
+            link: None,
+            rdev: None,
+            xattrs: Vec::new(),
+            content: None,
+        };
+        entry.content = Some(Digest::of_bytes(data));
+        (entry.path.clone(), TreeEntry { entry, stat: None })
+    }
+
+    #[test]
+    fn content_git_cannot_hold_must_match() {
+        let tree = |files: &[(&str, &[u8])]| Tree {
+            entries: files.iter().map(|(p, d)| file(p, d)).collect(),
+        };
+        let a = tree(&[("etc/x", b"1"), ("app/.git/HEAD", b"main")]);
+        let b = tree(&[("etc/x", b"2"), ("app/.git/HEAD", b"main")]);
+        assert!(check_reachable(&a, &b).is_ok(), "git holds etc/x");
+        let c = tree(&[("etc/x", b"1"), ("app/.git/HEAD", b"other")]);
+        assert!(check_reachable(&a, &c).is_err());
+        let d = tree(&[("etc/x", b"1")]);
+        assert!(check_reachable(&a, &d).is_err(), "it could not come back");
+        assert!(check_reachable(&d, &a).is_err(), "it cannot be made");
+        let e = tree(&[("etc/x", b"1"), (".git/HEAD", b"image's own")]);
+        assert!(
+            check_reachable(&d, &e).is_ok(),
+            "the root .git is record-only"
+        );
+    }
 
     #[test]
     fn layer_specs() {
