@@ -40,6 +40,7 @@ Options:
       --platform OS/ARCH[/VARIANT]
                            Which image to take from a multi-platform index (default: this host's)
   -q, --quiet              Print errors only
+      --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -146,6 +147,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut image = None;
     let mut dir = PathBuf::from("rootfs");
     let (mut user, mut platform, mut quiet, mut git) = (None, None, false, false);
+    let mut no_sync = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
@@ -154,6 +156,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => quiet = true,
+            Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
             Long(name @ ("ca-cert" | "insecure")) => {
                 let name = name.to_string();
@@ -172,6 +175,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         platform,
         quiet,
         git,
+        no_sync,
         transport,
     }))
 }
