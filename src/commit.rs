@@ -160,14 +160,14 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     })
 }
 
-/// Takes `.git/barge/lock` for the whole commit (not a barge tree: no lock, and
+/// Locks `.git/barge` for the whole commit (not a barge tree: no lock, and
 /// `Record::load` says why).
 fn lock(root: &Path) -> Result<Option<Lock>> {
     let dir = barge_dir(root);
     if !dir.is_dir() {
         return Ok(None);
     }
-    leftovers::lock_tree(&dir.join("lock"), root).map(Some)
+    leftovers::lock_tree(&dir, root).map(Some)
 }
 
 /// Under the lock: what dead runs left in `.git` (temporary files, an uncommitted

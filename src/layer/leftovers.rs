@@ -2,7 +2,7 @@
 //! is told from a dead one, and removing what the dead ones left.
 //!
 //! Liveness is an `flock(2)` (LOCK_EX), never a guessed pid: every pull holds one
-//! on its staging directory, every commit on `.git/barge/lock`, from the moment
+//! on its staging directory, every commit on the `.git/barge` directory, from the moment
 //! they exist until the process is gone. The lock's descriptor is inherited by the
 //! `git` children (FD_CLOEXEC cleared), so a run counts as live until the last git
 //! it started has exited too. A leftover is removed only after `LOCK_EX|LOCK_NB` on
@@ -61,24 +61,12 @@ pub fn lock_new_dir(path: &Path) -> Result<Lock> {
     Ok(Lock { _fd: fd })
 }
 
-/// Locks `file` (created if missing) as the lock of the barge tree `dir`; another
-/// live run holding it gives "another barge is working on DIR (pid N)".
-pub fn lock_tree(file: &Path, dir: &Path) -> Result<Lock> {
-    let c = cstring(file.as_os_str().as_bytes())?;
-    // SAFETY: open with a NUL-terminated path; the fd is owned right after.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o644 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::from(std::io::Error::last_os_error())
-            .context(format!("opening the lock {}", file.display())));
-    }
-    // SAFETY: fd was just opened and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+/// Locks the directory `lock_dir` (`.git/barge`) as the lock of the barge tree
+/// `dir` (no lock file: nothing is left behind); another live run holding it gives
+/// "another barge is working on DIR (pid N)".
+pub fn lock_tree(lock_dir: &Path, dir: &Path) -> Result<Lock> {
+    let fd = open_dir_nofollow(libc::AT_FDCWD, lock_dir.as_os_str().as_bytes())
+        .map_err(|e| Error::from(e).context(format!("opening {}", lock_dir.display())))?;
     lock_or_wait(&fd, dir)?;
     inherit(&fd);
     Ok(Lock { _fd: fd })
@@ -484,12 +472,19 @@ mod tests {
     #[test]
     fn tree_lock_is_exclusive() {
         let t = TempDir::new("leftovers-lock");
-        let f = t.path().join("lock");
-        let held = lock_tree(&f, t.path()).unwrap();
+        let held = lock_tree(t.path(), t.path()).unwrap();
         // A second open file description: what a second barge process would get.
-        let e = lock_tree(&f, t.path()).err().unwrap();
+        let e = lock_tree(t.path(), t.path()).err().unwrap();
         assert!(e.message().contains("another barge is working on"), "{e}");
         drop(held);
-        lock_tree(&f, t.path()).unwrap();
+        lock_tree(t.path(), t.path()).unwrap();
+        assert!(list(t.path()).is_empty(), "no lock file");
+    }
+
+    fn list(p: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
     }
 }
