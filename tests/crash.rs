@@ -515,7 +515,9 @@ fn commit_killed_at_any_moment_then_committed_again() {
             );
             layers += 1;
         }
-        if !debris.is_empty() {
+        // A committed save (`record.next`) is finished, not removed: no note then.
+        let committed = debris.iter().any(|d| d.ends_with("/record.next"));
+        if !debris.is_empty() && !committed {
             assert!(t.contains(REMOVED), "{debris:?}: {t}");
         }
         for l in t.lines().filter(|l| l.contains(REMOVED)) {
