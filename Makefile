@@ -25,7 +25,8 @@ export BARGE ?= $(BIN)
 
 # Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
-	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs
+	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
+	golang-docker-credential-helpers pass
 
 .PHONY: all build musl-target musl-gcc install test deps demo bench clean
 

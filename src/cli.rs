@@ -36,7 +36,10 @@ Docker Hub (docker.io), the tag to `latest`, and single names get `library/`.
 Options:
   -r, --rootfs DIR         Where to put the tree (default: rootfs); must be new or empty
   -g, --git                Make DIR a git repository with one branch per layer
-  -u, --user USER:PASS     Credentials (default: from `barge login`, Docker or podman auth files)
+  -u, --user USER[:PASS]   Credentials (default: from `barge login`, Docker's config.json and its
+                           credential helpers, podman's auth file); without PASS, it is asked
+                           for on the terminal without echo
+      --password-stdin     Read the password for -u USER from standard input
       --platform OS/ARCH[/VARIANT]
                            Which image to take from a multi-platform index (default: this host's)
   -q, --quiet              Print errors only
@@ -63,14 +66,17 @@ same layer, config and manifest digests.";
 pub const PUSH_HELP: &str = "\
 Upload the image whose top layer is DIR's checked-out branch as NAME[:TAG].
 
-Usage: barge push NAME[:TAG] [-r DIR] [-u USER:PASS]
+Usage: barge push NAME[:TAG] [-r DIR] [-u USER[:PASS] [--password-stdin]]
 
 Layers the registry already has are not uploaded again; on the same registry they
 are mounted from the repository the image was pulled from.
 
 Options:
   -r, --rootfs DIR         The committed tree (default: rootfs)
-  -u, --user USER:PASS     Credentials (default: from `barge login`, Docker or podman auth files)
+  -u, --user USER[:PASS]   Credentials (default: from `barge login`, Docker's config.json and its
+                           credential helpers, podman's auth file); without PASS, it is asked
+                           for on the terminal without echo
+      --password-stdin     Read the password for -u USER from standard input
   -q, --quiet              Print errors only
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
@@ -79,7 +85,8 @@ Options:
 
 pub const LOGIN_HELP: &str = "\
 Check credentials against a registry and store them where Docker, podman and skopeo
-read them ($DOCKER_CONFIG/config.json or ~/.docker/config.json, mode 0600).
+read them: through the credential helper that $DOCKER_CONFIG/config.json (or
+~/.docker/config.json) names (credHelpers, credsStore), else in its auths (mode 0600).
 
 Usage: barge login [REGISTRY] [-u USER[:PASS]] [--password-stdin]
        barge logout [REGISTRY]
@@ -148,12 +155,14 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut dir = PathBuf::from("rootfs");
     let (mut user, mut platform, mut quiet, mut git) = (None, None, false, false);
     let mut no_sync = false;
+    let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(PULL_HELP)),
             Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
             Short('u') | Long("user") => user = Some(string_value(p)?),
+            Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => quiet = true,
             Long("no-sync") => no_sync = true,
@@ -172,6 +181,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         image,
         dir,
         user,
+        password_stdin,
         platform,
         quiet,
         git,
@@ -199,12 +209,14 @@ fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
 
 fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
     let (mut name, mut dir, mut user, mut quiet) = (None, PathBuf::from("rootfs"), None, false);
+    let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(PUSH_HELP)),
             Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
             Short('u') | Long("user") => user = Some(string_value(p)?),
+            Long("password-stdin") => password_stdin = true,
             Short('q') | Long("quiet") => quiet = true,
             Long(name @ ("ca-cert" | "insecure")) => {
                 let name = name.to_string();
@@ -220,6 +232,7 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
         name,
         dir,
         user,
+        password_stdin,
         quiet,
         transport,
     }))
@@ -308,6 +321,19 @@ mod tests {
         assert_eq!(p.platform.as_deref(), Some("linux/arm64"));
         assert_eq!(p.transport.insecure, vec!["h:5".to_string()]);
         assert_eq!(p.image, "x");
+        assert!(!p.password_stdin);
+    }
+
+    #[test]
+    fn password_stdin_for_pull_and_push() {
+        let Command::Pull(p) = parse(args("pull x -u bob --password-stdin")).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.user.as_deref(), p.password_stdin), (Some("bob"), true));
+        let Command::Push(p) = parse(args("push h/x:1 --password-stdin -u bob")).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.user.as_deref(), p.password_stdin), (Some("bob"), true));
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! record: the record is the truth, and its top layer must match HEAD.
 
 use crate::bail;
+use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_index, branch_name, chain_id, History, LayerMessage};
+use crate::git::{branch_index, branch_name, History, LayerMessage};
 use crate::layer::diff::diff;
 use crate::layer::leftovers::{self, Lock};
 use crate::layer::pack::{check_names, pack};
 use crate::layer::stage::sync_filesystem;
+use crate::manifest::chain_id;
 use crate::store::{
     barge_dir, blob_path, put_blob, remove_uncommitted, Descriptor, LayerRecord, Record,
 };
@@ -211,23 +213,30 @@ fn roll_back_git(root: &Path, history: &History, top: &str, layers: usize) -> Re
     Ok(undone)
 }
 
-/// Runs one git plumbing command in `root`, running nothing the tree or the
-/// repository's configuration could name (no hooks, no fsmonitor).
+/// Runs one git plumbing command in `root` behind the same wall as `git::`'s
+/// commands (no hook, fsmonitor, pager or gc; no `GIT_*` variable passed on).
 fn git_plumbing(root: &Path, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("git")
+    let mut cmd = std::process::Command::new("git");
+    for (k, _) in std::env::vars_os() {
+        if k.as_encoded_bytes().starts_with(b"GIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .arg("--no-pager")
         .arg("-C")
-        .arg(root)
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-        ])
+        .arg(root);
+    for w in [
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "core.untrackedCache=false",
+        "gc.auto=0",
+        "maintenance.auto=false",
+    ] {
+        cmd.arg("-c").arg(w);
+    }
+    let out = cmd
         .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_OBJECT_DIRECTORY")
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| Error::from(e).context("run git"))?;
@@ -333,20 +342,6 @@ fn next_manifest(
     };
     layers.push(descriptor(&layer.media_type, &layer.digest, layer.size));
     Ok(JsonValue::Object(manifest))
-}
-
-/// `SOURCE_DATE_EPOCH` if set, else now (seconds since the epoch).
-pub(crate) fn now_or_epoch() -> i64 {
-    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC time (`2024-01-02T03:04:05Z`) of seconds since the epoch.

@@ -4,6 +4,7 @@
 //! error if something failed. Everything else lives in the modules below.
 
 mod cli;
+mod clock;
 mod commit;
 mod digest;
 mod error;

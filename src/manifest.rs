@@ -727,6 +727,15 @@ impl History {
     }
 }
 
+/// The OCI ChainID of a layer: its diff_id for the first layer, else
+/// `sha256(parent_chain_id + " " + diff_id)`.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::of_bytes(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,5 +1180,17 @@ mod tests {
             assert!(ACCEPT.contains(t), "{t}");
         }
         assert_eq!(ACCEPT.matches(", ").count(), 3);
+    }
+
+    #[test]
+    fn chain_id_matches_hand_computed_value() {
+        let empty = Digest::of_bytes(b"");
+        let a = Digest::of_bytes(b"a");
+        assert_eq!(chain_id(None, &a), a);
+        // printf 'sha256:e3b0… sha256:ca97…' | sha256sum
+        assert_eq!(
+            chain_id(Some(&empty), &a).as_str(),
+            "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc"
+        );
     }
 }

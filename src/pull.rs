@@ -1,11 +1,13 @@
 //! `barge pull`: resolve the image (index → platform → manifest → config),
 //! stream each layer into a staging root while checking every digest, then move
 //! the finished tree into place. On any failure the target is left as it was.
+//! With `-g`, the git repository stays beside the root the layers are applied to
+//! (out of any entry's reach) and becomes `DIR/.git` only after the last layer.
 
 use crate::bail;
 use crate::digest::{self, Digest, HashReader};
 use crate::error::{Context, Error, Result};
-use crate::git::{self, History, LayerMessage};
+use crate::git::{History, LayerMessage, Repo};
 use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
@@ -29,6 +31,7 @@ pub struct PullOptions {
     pub image: String,
     pub dir: PathBuf,
     pub user: Option<String>,
+    pub password_stdin: bool,
     pub platform: Option<String>,
     pub quiet: bool,
     pub git: bool,
@@ -57,7 +60,7 @@ pub fn run(opts: &PullOptions) -> Result<()> {
         out.line(line);
     }
     check_target_is_free(&opts.dir)?;
-    let creds = resolve_credentials(opts.user.as_deref(), &reference)?;
+    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, &reference)?;
     let scope = auth::scope(&reference.repository, &["pull"]);
     let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
     out.line(format!("Pulling image {reference} ..."));
@@ -66,9 +69,10 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     if opts.no_sync {
         stage.no_sync();
     }
-    let stats = unpack_all(&mut reg, &reference, &image, stage.path(), &out, opts)?;
+    let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
     stage.commit()?;
     report_skipped(&out, &stats);
+    report_image_git(&out, image_git, opts);
     out.line(format!(
         "Done. Rootfs of {reference} in {}",
         opts.dir.display()
@@ -76,15 +80,14 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     Ok(())
 }
 
-/// `-u USER:PASS` wins; else the auth files Docker and podman write.
+/// `-u USER[:PASS]` (with `--password-stdin` or a prompt) wins; else the auth files
+/// Docker and podman write, and Docker's credential helpers.
 pub fn resolve_credentials(
     user: Option<&str>,
+    password_stdin: bool,
     reference: &Reference,
 ) -> Result<Option<Credentials>> {
-    match user {
-        Some(u) => credentials::from_user_arg(u).map(Some),
-        None => credentials::lookup(&reference.credential_keys()),
-    }
+    credentials::resolve(user, password_stdin, &reference.credential_keys())
 }
 
 /// Refuses a target that exists and is not an empty directory, before any request.
@@ -165,15 +168,21 @@ fn unpack_all(
     reg: &mut Registry,
     reference: &Reference,
     image: &ResolvedImage,
-    dir: &Path,
+    stage: &Stage,
     out: &Output,
     opts: &PullOptions,
-) -> Result<UnpackStats> {
+) -> Result<(UnpackStats, Option<usize>)> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {} layers:", layers.len()));
-    let mut root = Root::open(dir)?;
+    let dir = stage.root_path();
+    let mut root = Root::open(&dir)?;
+    // The repository lives beside the root, where no layer entry can reach it,
+    // until every layer is in (see `Stage::install_git`).
     let mut history = if opts.git {
-        Some(History::init(dir)?)
+        Some(History::init_at(Repo {
+            git_dir: stage.git_path(),
+            work: dir.clone(),
+        })?)
     } else {
         None
     };
@@ -200,7 +209,7 @@ fn unpack_all(
         )
         .with_context(|| format!("layer {i} ({})", desc.digest))?;
         add_stats(&mut total, &stats);
-        let chain_id = git::chain_id(chain.as_ref(), diff_id);
+        let chain_id = manifest::chain_id(chain.as_ref(), diff_id);
         let mut line = format!("\t{} ({}) ... done", desc.digest, human_bytes(desc.size));
         if let Some(h) = history.as_mut() {
             let branch = h.commit_layer(
@@ -224,18 +233,47 @@ fn unpack_all(
             changes,
         });
     }
+    let mut image_git = None;
     if let Some(mut h) = history {
         h.finish()?;
+        drop(h);
+        let replaced = stage.install_git()?;
         let source = reference.to_string();
-        Record::create(
-            dir,
+        let record = Record::create(
+            &dir,
             image.manifest_bytes.clone(),
             image.config_bytes.clone(),
             &source,
             records,
         )?;
+        let kept = record.tree().root_git_entries().count();
+        image_git = (replaced || kept > 0).then_some(kept);
     }
-    Ok(total)
+    Ok((total, image_git))
+}
+
+/// Says what became of the image's own root `.git` (`Some(n)`: it had one, with `n`
+/// entries under that name; 0 when the layers reached it only through a symlink),
+/// which `DIR/.git` (barge's repository) replaced: its entries are in barge's record
+/// (commit and push keep them), not on disk. Never silent: with `-q` on stderr.
+fn report_image_git(out: &Output, image_git: Option<usize>, opts: &PullOptions) {
+    let Some(n) = image_git else {
+        return;
+    };
+    let dir = opts.dir.display();
+    let what = match n {
+        0 => "made through a symlink; its entries are under the names the layers gave".into(),
+        1 => "1 entry".into(),
+        n => format!("{n} entries"),
+    };
+    let note = format!(
+        "Note: the image's own /.git ({what}) is kept in barge's record, not in {dir}: {dir}/.git is barge's repository"
+    );
+    if opts.quiet {
+        eprintln!("barge: {note}");
+    } else {
+        out.line(note);
+    }
 }
 
 /// The git commit message of layer `i`: its history line and its facts.

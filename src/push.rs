@@ -25,6 +25,7 @@ pub struct PushOptions {
     pub name: String,
     pub dir: PathBuf,
     pub user: Option<String>,
+    pub password_stdin: bool,
     pub quiet: bool,
     pub transport: TransportOptions,
 }
@@ -115,7 +116,7 @@ fn parse_record_manifest(bytes: &[u8]) -> Result<Manifest> {
 
 /// The target registry, with push scope (and pull on the origin, for mounts).
 fn target_registry(target: &Reference, origin: &Origin, opts: &PushOptions) -> Result<Registry> {
-    let creds = resolve_credentials(opts.user.as_deref(), target)?;
+    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, target)?;
     let mut scopes = vec![auth::scope(&target.repository, &["pull", "push"])];
     if let Some(src) = origin
         .reference
@@ -190,7 +191,7 @@ impl Origin {
             bail!("a layer is neither in the target, nor in barge's blob store, nor in a known source repository");
         };
         if self.registry.is_none() {
-            let creds = resolve_credentials(None, src)?;
+            let creds = resolve_credentials(None, false, src)?;
             let scopes = vec![auth::scope(&src.repository, &["pull"])];
             self.registry = Some(Registry::new(src, creds, &opts.transport, scopes)?);
         }

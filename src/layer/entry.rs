@@ -17,8 +17,9 @@ pub enum EntryKind {
 }
 
 /// A path inside the image root, as raw bytes (images may hold non-UTF-8 names),
-/// relative, normalised: no leading `/` or `./`, no `.` or `..` components, no
-/// trailing `/`. The root itself is the empty path.
+/// relative, normalised: no leading `/` or `./`, no empty, `.` or `..` components,
+/// no trailing `/`. The root itself is the empty path. Tar names become one
+/// through [`crate::layer::names::clean_name`], which clamps `..` at the root.
 pub type ImagePath = Vec<u8>;
 
 /// Everything barge knows about one entry. Field meanings follow tar/PAX.

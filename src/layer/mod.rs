@@ -5,6 +5,7 @@ pub mod entry;
 pub mod fsroot;
 pub mod gzip;
 pub mod leftovers;
+pub mod names;
 pub mod pack;
 pub mod stage;
 pub mod unpack;

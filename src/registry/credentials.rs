@@ -1,14 +1,22 @@
-//! Where credentials come from: -u, Docker's config.json, podman's auth.json.
+//! Where credentials come from: -u, Docker's config.json (its `auths` or a credential
+//! helper), podman's auth.json.
 //!
 //! Lookup order: `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`), then
-//! `$REGISTRY_AUTH_FILE`, then `$XDG_RUNTIME_DIR/containers/auth.json`. In each file the
+//! `$REGISTRY_AUTH_FILE`, then `$XDG_RUNTIME_DIR/containers/auth.json`. In each file, as
+//! Docker decides: `credHelpers[registry]` names a helper, else `credsStore` does, else the
 //! `auths` object maps a registry key to `{"auth": base64("user:pass")}` or
-//! `{"username": …, "password": …}`. Keys match exactly, then after dropping the scheme and
-//! any path (Docker writes Docker Hub as `https://index.docker.io/v1/`). Entries holding only
-//! an `identitytoken` (or nothing, as with a credential helper) are skipped.
+//! `{"username": …, "password": …}`. A helper (`docker-credential-NAME`, see [`helper`])
+//! is asked with the server URL: `https://index.docker.io/v1/` for Docker Hub, else
+//! `host[:port]`. Keys match exactly, then after dropping the scheme and any path (Docker
+//! writes Docker Hub as `https://index.docker.io/v1/`). `auths` entries holding only an
+//! `identitytoken` (or nothing, as beside a credential helper) are skipped.
 //!
-//! `store`/`remove` rewrite a file for `barge login`/`logout`, keeping every other key.
+//! `save`/`forget` (and `store`/`remove` for the file) serve `barge login`/`logout`: through
+//! the helper when the config names one, else rewriting the file, keeping every other key.
 //! Secrets never appear in errors or `Debug` output.
+
+mod helper;
+pub mod prompt;
 
 use crate::error::{Context, Error, Result};
 use crate::http::{base64_decode, base64_encode};
@@ -19,6 +27,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+pub use helper::Helper;
 
 /// Auth files bigger than this are refused (real ones are a few KiB).
 const MAX_AUTH_FILE: u64 = 16 << 20;
@@ -52,6 +62,56 @@ pub fn from_user_arg(s: &str) -> Result<Credentials> {
     Ok(Credentials {
         user: user.to_string(),
         secret: secret.to_string(),
+    })
+}
+
+/// Credentials for pull and push: `-u USER:PASS`; `-u USER` with the password from stdin
+/// (`--password-stdin`) or the terminal; else the auth files and helpers ([`lookup`]).
+pub fn resolve(
+    user: Option<&str>,
+    password_stdin: bool,
+    keys: &[String],
+) -> Result<Option<Credentials>> {
+    match user {
+        None if password_stdin => {
+            Err(Error::new("--password-stdin needs a user name").hint("add -u USER"))
+        }
+        None => lookup(keys),
+        Some(u) => with_password(u, password_stdin).map(Some),
+    }
+}
+
+/// `-u USER:PASS` as given; `-u USER` completed from stdin (`password_stdin`) or, without
+/// echo, from the terminal.
+pub fn with_password(user: &str, password_stdin: bool) -> Result<Credentials> {
+    if user.contains(':') {
+        if password_stdin {
+            return Err(Error::new(
+                "two passwords: one in -u USER:PASS, one from --password-stdin",
+            )
+            .hint("give -u USER with --password-stdin"));
+        }
+        return from_user_arg(user);
+    }
+    if user.is_empty() {
+        return Err(Error::new("invalid --user value: the user name is empty")
+            .hint("write -u USER or -u USER:PASSWORD"));
+    }
+    let secret = if password_stdin {
+        prompt::password_from_stdin()?
+    } else if prompt::stdin_is_terminal() {
+        prompt::ask("Password: ", false)?
+    } else {
+        return Err(Error::new(format!("no password for {user}"))
+            .hint("give -u USER:PASS or --password-stdin"));
+    };
+    if secret.is_empty() {
+        return Err(Error::new(format!("empty password for {user}"))
+            .hint("give -u USER:PASS or --password-stdin"));
+    }
+    Ok(Credentials {
+        user: user.to_string(),
+        secret,
     })
 }
 
@@ -106,18 +166,112 @@ fn home_dir() -> PathBuf {
 }
 
 /// [`lookup`] over explicit files: missing files are skipped, malformed ones are errors.
+/// `keys[0]` is the server URL a helper is asked for.
 pub fn lookup_in(files: &[PathBuf], keys: &[String]) -> Result<Option<Credentials>> {
+    let Some(server_url) = keys.first() else {
+        return Ok(None);
+    };
     for file in files {
         let Some(doc) = read_auth_file(file)? else {
             continue;
         };
-        let found = find_in_doc(&doc, keys)
-            .with_context(|| format!("credentials file {}", file.display()))?;
+        let what = || format!("credentials file {}", file.display());
+        let found = match configured_helper(&doc, file, keys).with_context(what)? {
+            Some(h) => h.get(server_url)?.map(|a| Credentials {
+                user: a.user,
+                secret: a.secret,
+            }),
+            None => find_in_doc(&doc, keys).with_context(what)?,
+        };
         if found.is_some() {
             return Ok(found);
         }
     }
     Ok(None)
+}
+
+/// The helper that holds the credentials for `keys` in one config file, as Docker picks
+/// it: `credHelpers[registry]` (where an empty name means the file itself), else
+/// `credsStore` (empty: none); `None` means the file's `auths`.
+fn configured_helper(doc: &JsonValue, file: &Path, keys: &[String]) -> Result<Option<Helper>> {
+    if let Some(helpers) = json::opt_object(doc, "credHelpers")? {
+        if let Some((name, value)) = matching_entries(helpers, keys).into_iter().next() {
+            let setting = format!("credHelpers.{name:?}");
+            let JsonValue::String(h) = value else {
+                return Err(Error::new(format!("field {setting} must be a string")));
+            };
+            return new_helper(h, setting, file);
+        }
+    }
+    let store = json::opt_str(doc, "credsStore")?.unwrap_or_default();
+    new_helper(store, "credsStore".to_string(), file)
+}
+
+/// A helper named `name` by `setting` of `file`; an empty name is none.
+fn new_helper(name: &str, setting: String, file: &Path) -> Result<Option<Helper>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.contains(['/', '\0']) || name.chars().any(char::is_control) {
+        return Err(
+            Error::new(format!("field {setting} is {name:?}, not a helper name"))
+                .hint("write the part after `docker-credential-`, e.g. \"pass\""),
+        );
+    }
+    Ok(Some(Helper {
+        name: name.to_string(),
+        setting,
+        config: file.to_path_buf(),
+        timeout: helper::TIMEOUT,
+        path: None,
+    }))
+}
+
+/// The helper `barge login`/`logout` use for `keys` with the config at `path`, if any.
+pub fn helper_for(path: &Path, keys: &[String]) -> Result<Option<Helper>> {
+    let what = || format!("credentials file {}", path.display());
+    match read_auth_file(path)? {
+        Some(doc) => configured_helper(&doc, path, keys).with_context(what),
+        None => Ok(None),
+    }
+}
+
+/// Stores `creds` for `keys[0]` as Docker's login does: through the configured helper
+/// (leaving an empty `auths` entry, as Docker writes), else in the file's `auths`.
+/// Returns where they went.
+pub fn save(path: &Path, keys: &[String], creds: &Credentials) -> Result<String> {
+    let Some(key) = keys.first() else {
+        return Err(Error::new("no registry to store credentials for"));
+    };
+    match helper_for(path, keys)? {
+        Some(h) => {
+            h.store(key, &creds.user, &creds.secret)?;
+            put_entry(path, key, json::object::<&str>([]))?;
+            Ok(h.program())
+        }
+        None => {
+            store(path, key, creds)?;
+            Ok(path.display().to_string())
+        }
+    }
+}
+
+/// Erases the credentials for `keys[0]`: from the configured helper, and the `auths`
+/// entry of the file. Returns where something was removed (empty: nothing was stored).
+pub fn forget(path: &Path, keys: &[String]) -> Result<Vec<String>> {
+    let Some(key) = keys.first() else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    if let Some(h) = helper_for(path, keys)? {
+        if h.erase(key)? {
+            removed.push(h.program());
+        }
+    }
+    if remove(path, key)? {
+        removed.push(path.display().to_string());
+    }
+    Ok(removed)
 }
 
 /// Reads and parses an auth file; `None` if it does not exist.
@@ -214,14 +368,16 @@ fn entry_credentials(entry: &JsonValue) -> Result<Option<Credentials>> {
 /// Stores `creds` under `auths.<key>` in the file at `path` (created if missing), keeping
 /// everything else in it; written atomically with mode 0600.
 pub fn store(path: &Path, key: &str, creds: &Credentials) -> Result<()> {
+    let encoded = base64_encode(format!("{}:{}", creds.user, creds.secret).as_bytes());
+    put_entry(path, key, json::object([("auth", json::string(encoded))]))
+}
+
+/// Sets `auths.<key>` to `entry` in the file at `path` (created if missing).
+fn put_entry(path: &Path, key: &str, entry: JsonValue) -> Result<()> {
     let what = || format!("credentials file {}", path.display());
     let mut doc = read_auth_file(path)?.unwrap_or_else(|| JsonValue::Object(HashMap::new()));
     let auths = auths_mut(&mut doc).with_context(what)?;
-    let encoded = base64_encode(format!("{}:{}", creds.user, creds.secret).as_bytes());
-    auths.insert(
-        key.to_string(),
-        json::object([("auth", json::string(encoded))]),
-    );
+    auths.insert(key.to_string(), entry);
     write_atomic(path, json::to_string_pretty_sorted(&doc).as_bytes()).with_context(what)
 }
 
@@ -355,7 +511,7 @@ mod tests {
                     "localhost:5000":{{"identitytoken":"x"}},
                     "creds.example":{{}},
                     "ghcr.io":{{"username":"gh","password":"pat"}}
-                }},"credsStore":"desktop","HttpHeaders":{{"X":"y"}}}}"#,
+                }},"credsStore":"","HttpHeaders":{{"X":"y"}}}}"#,
                 base64_encode(b"hub:pw:with:colons")
             ),
         )
@@ -520,6 +676,107 @@ mod tests {
         assert!(store(&f, "h", &creds("u", "p")).is_err());
         assert_eq!(fs::read_to_string(&f).unwrap(), "{broken");
         let _ = fs::remove_dir_all(&d);
+    }
+
+    /// The helper `doc` configures for `keys`: (name, setting) or None for `auths`.
+    fn chosen(doc: &str, keys: &[String]) -> Result<Option<(String, String)>> {
+        let doc = json::parse(doc.as_bytes(), "t").unwrap();
+        let h = configured_helper(&doc, Path::new("/c.json"), keys)?;
+        Ok(h.map(|h| (h.name, h.setting)))
+    }
+
+    fn some(name: &str, setting: &str) -> Option<(String, String)> {
+        Some((name.into(), setting.into()))
+    }
+
+    #[test]
+    fn helper_precedence_is_dockers() {
+        let local = keys(&["h:1", "https://h:1", "http://h:1"]);
+        let hub = crate::reference::registry_credential_keys("docker.io");
+        let both = r#"{"credsStore":"store","credHelpers":{"h:1":"per-host"},"auths":{"h:1":{"auth":"eDp5"}}}"#;
+        assert_eq!(
+            chosen(both, &local).unwrap(),
+            some("per-host", "credHelpers.\"h:1\"")
+        );
+        assert_eq!(
+            chosen(both, &keys(&["other:2"])).unwrap(),
+            some("store", "credsStore")
+        );
+        assert_eq!(chosen(both, &hub).unwrap(), some("store", "credsStore"));
+        // Docker Hub's helper key is the server URL Docker uses.
+        let hub_doc = r#"{"credHelpers":{"https://index.docker.io/v1/":"hubhelper"}}"#;
+        assert_eq!(
+            chosen(hub_doc, &hub).unwrap(),
+            some("hubhelper", "credHelpers.\"https://index.docker.io/v1/\"")
+        );
+        // A key written as a URL matches after normalisation.
+        let url_key = r#"{"credHelpers":{"https://h:1/":"u"}}"#;
+        assert_eq!(
+            chosen(url_key, &local).unwrap(),
+            some("u", "credHelpers.\"https://h:1/\"")
+        );
+        // An empty helper name for the host means the file, even with a credsStore.
+        let empty = r#"{"credsStore":"store","credHelpers":{"h:1":""}}"#;
+        assert_eq!(chosen(empty, &local).unwrap(), None);
+        assert_eq!(chosen(r#"{"credsStore":""}"#, &local).unwrap(), None);
+        assert_eq!(chosen(r#"{"auths":{}}"#, &local).unwrap(), None);
+        assert_eq!(
+            chosen(r#"{"credsStore":null,"credHelpers":null}"#, &local).unwrap(),
+            None
+        );
+        // Malformed settings are errors naming the field.
+        let e = chosen(r#"{"credHelpers":{"h:1":7}}"#, &local).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("credHelpers.\"h:1\" must be a string"),
+            "{e}"
+        );
+        let e = chosen(r#"{"credsStore":"../bin/sh"}"#, &local).unwrap_err();
+        assert!(e.to_string().contains("not a helper name"), "{e}");
+        assert!(chosen(r#"{"credsStore":7}"#, &local).is_err());
+        assert!(chosen(r#"{"credHelpers":[]}"#, &local).is_err());
+    }
+
+    #[test]
+    fn a_configured_helper_is_asked_instead_of_auths() {
+        let d = tmpdir("helper-missing");
+        let f = d.join("config.json");
+        let name = "barge-test-surely-absent";
+        fs::write(
+            &f,
+            format!(r#"{{"credsStore":"{name}","auths":{{"h:1":{{"auth":"eDp5"}}}}}}"#),
+        )
+        .unwrap();
+        let e = lookup_one(&f, &keys(&["h:1"])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "docker-credential-{name} not found on PATH: install it or remove credsStore from {}",
+                f.display()
+            )
+        );
+        // credHelpers "" for the host: the file's auths answer.
+        fs::write(
+            &f,
+            format!(r#"{{"credsStore":"{name}","credHelpers":{{"h:1":""}},"auths":{{"h:1":{{"auth":"eDp5"}}}}}}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            lookup_one(&f, &keys(&["h:1"])).unwrap(),
+            Some(creds("x", "y"))
+        );
+        let e = save(&f, &keys(&["other:2"]), &creds("u", "p")).unwrap_err();
+        assert!(e.to_string().contains("not found on PATH"), "{e}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn passwords_are_never_two() {
+        let e = with_password("u:p", true).unwrap_err().to_string();
+        assert!(e.contains("two passwords") && !e.contains(":p"), "{e}");
+        let e = resolve(None, true, &keys(&["h"])).unwrap_err().to_string();
+        assert!(e.contains("-u USER"), "{e}");
+        assert_eq!(with_password("u:p", false).unwrap(), creds("u", "p"));
     }
 
     #[test]

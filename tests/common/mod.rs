@@ -87,8 +87,7 @@ pub fn require_tool(name: &str) {
     if !found {
         panic!(
             "required tool `{name}` is not installed (not on PATH). Install the Debian packages \
-             docker-registry skopeo umoci git busybox-static openssl apache2-utils runc curl \
-             (see .ci/run); these tests never skip."
+             listed in the Makefile's DEB_PACKAGES (`make deps` installs them); these tests never skip."
         );
     }
 }
