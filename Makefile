@@ -6,6 +6,8 @@
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
 #   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
+#   make fuzz       fuzz/run.sh: each cargo-fuzz target for FUZZ_TIME seconds (default 600; nightly, cargo-fuzz)
+#   make fuzz-smoke each fuzz target for FUZZ_SMOKE_TIME seconds (default 5): they build and run (CI)
 #   make clean      cargo clean
 
 SHELL := /bin/bash
@@ -27,7 +29,7 @@ export BARGE ?= $(BIN)
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs
 
-.PHONY: all build musl-target musl-gcc install test deps demo bench clean
+.PHONY: all build musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -79,6 +81,16 @@ demo:
 
 bench:
 	bash scripts/bench.sh
+
+FUZZ_TIME ?= 600
+FUZZ_SMOKE_TIME ?= 5
+FUZZ_TARGETS ?=
+
+fuzz:
+	fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	fuzz/run.sh $(FUZZ_SMOKE_TIME) $(FUZZ_TARGETS)
 
 clean:
 	$(CARGO) clean

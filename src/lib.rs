@@ -2,12 +2,16 @@
 //!
 //! Only what the binary calls is public: the command line (`cli`), the commands
 //! (`pull`, `commit`, `push`, `login`), signal handling and the error type. The
-//! rest stays private to the crate, so unused code is still reported.
+//! rest stays private to the crate, so unused code is still reported. With the
+//! `fuzzing` feature, [`fuzzing`] adds one entry point per parser of outside
+//! input for the cargo-fuzz targets in fuzz/.
 
 pub mod cli;
 pub mod commit;
 mod digest;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod git;
 mod http;
 mod json;
