@@ -6,7 +6,8 @@
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
 #   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
-#   make fuzz       fuzz/run.sh: each cargo-fuzz target for FUZZ_TIME seconds (default 600; nightly, cargo-fuzz)
+#   make fuzz       the fuzz harness's own tests, then each cargo-fuzz target for FUZZ_TIME seconds
+#                   (default 600; needs nightly and cargo-fuzz; fuzz/run.sh)
 #   make fuzz-smoke each fuzz target for FUZZ_SMOKE_TIME seconds (default 5): they build and run (CI)
 #   make clean      cargo clean
 
@@ -87,6 +88,7 @@ FUZZ_SMOKE_TIME ?= 5
 FUZZ_TARGETS ?=
 
 fuzz:
+	$(CARGO) test --features fuzzing --lib fuzzing::
 	fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
 
 fuzz-smoke:

@@ -211,6 +211,11 @@ impl UnpackScratch {
             || std::env::temp_dir().join("barge-fuzz-unpack"),
             PathBuf::from,
         );
+        UnpackScratch::at(base)
+    }
+
+    /// [`UnpackScratch::new`] in the directory `base`.
+    pub fn at(base: PathBuf) -> io::Result<UnpackScratch> {
         if base.exists() {
             clear_dir(&base)?;
         }
@@ -305,4 +310,46 @@ fn describe_outside(base: &Path) -> io::Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory of its own (tests run in parallel), removed when dropped.
+    struct Scratch(UnpackScratch);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = clear_dir(&self.0.base).and_then(|()| fs::remove_dir(&self.0.base));
+        }
+    }
+
+    fn scratch(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("barge-fuzz-{tag}-{}", std::process::id()));
+        Scratch(UnpackScratch::at(dir).unwrap())
+    }
+
+    #[test]
+    fn unpack_check_passes_a_harmless_layer() {
+        let s = &mut scratch("ok").0;
+        s.apply(b"not a tar");
+        assert!(s.root().join("up").symlink_metadata().is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its root")]
+    fn unpack_check_sees_a_changed_canary() {
+        let s = &mut scratch("canary").0;
+        fs::write(s.base.join("canary"), b"changed").unwrap();
+        s.apply(b"");
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its root")]
+    fn unpack_check_sees_a_new_entry_beside_the_root() {
+        let s = &mut scratch("beside").0;
+        fs::write(s.base.join("new"), b"").unwrap();
+        s.apply(b"");
+    }
 }
