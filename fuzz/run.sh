@@ -9,7 +9,7 @@
 # fuzz/logs/TARGET.log. Prints one line per target (executions, exec/s, corpus,
 # findings) and exits 1 if any target found a crash, timeout or OOM.
 #
-# The unpack target writes files: run as root with unshare(1) available, it runs in
+# The unpack target writes files: run as root where unshare(1) works, it runs in
 # its own mount namespace where everything but fuzz/ is read-only and its scratch
 # directory is a private tmpfs (fast, and gone afterwards), so a containment bug cannot
 # write anywhere else on the machine.
@@ -39,7 +39,7 @@ done
 # Runs "$@" with the whole file system read-only except fuzz/, on a tmpfs scratch directory.
 sandboxed() {
   mkdir -p "$BARGE_FUZZ_SCRATCH"
-  if [[ $(id -u) == 0 ]] && command -v unshare >/dev/null; then
+  if [[ $(id -u) == 0 ]] && unshare --mount --propagation private true 2>/dev/null; then
     unshare --mount --propagation private -- sh -c \
       'mount --bind "$1" "$1" && mount -t tmpfs -o size=1g barge-fuzz "$2" && mount -o remount,bind,ro / && shift 2 && exec "$@"' \
       sh "$here" "$BARGE_FUZZ_SCRATCH" "$@"
