@@ -91,12 +91,12 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
 	@echo "installed $(DESTDIR)$(BINDIR)/barge"
 
-# All tests, the slow one marked #[ignore] included (see README: Tests).
+# All tests, the two slow ones marked #[ignore] included (see README: Tests).
 test: rust-toolchain lint-tools deps c-compiler
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
-	$(CARGO) test --test push -- --ignored push_of_a_200_mib_layer_stays_under_32_mib_rss
+	$(CARGO) test --test push --test faults -- --ignored
 
 deps:
 	@missing=(); \
