@@ -9,9 +9,11 @@ use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use super::body::BodyReader;
-use super::conn::{Conn, ConnKey, Pool, Stream};
+use super::conn::{Conn, ConnKey, Pool, Stream, Wire};
+use super::pace::{LowSpeed, Pace};
 use super::read_final_head;
 use super::response::{framing, Framing};
 
@@ -63,7 +65,10 @@ fn connection(wire: &[u8]) -> Option<Conn> {
     theirs.shutdown(Shutdown::Write).ok()?;
     let tcp = unsafe { TcpStream::from_raw_fd(ours.into_raw_fd()) };
     Some(Conn {
-        io: BufReader::new(Stream::Plain(tcp)),
+        io: BufReader::new(Stream::Plain(Box::new(Wire::new(
+            tcp,
+            Pace::new(LowSpeed::DEFAULT, Duration::from_secs(120), None),
+        )))),
         key: ConnKey {
             https: false,
             host: "fuzz".to_string(),
