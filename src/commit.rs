@@ -10,7 +10,7 @@ use crate::bail;
 use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_index, branch_name, History, LayerMessage};
+use crate::git::{branch_name, History, LayerMessage};
 use crate::layer::diff::diff;
 use crate::layer::leftovers::{self, Lock};
 use crate::layer::pack::{check_names, pack};
@@ -68,7 +68,7 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     };
     let history = History::open(root)?;
     let top = branch_name(chains.len() - 1, &top_chain);
-    let undone = roll_back_git(root, &history, &top, chains.len())?;
+    let undone = roll_back_git(&history, &top, chains.len())?;
     let mut history = if undone.is_empty() {
         history
     } else {
@@ -184,70 +184,16 @@ fn remove_dead_files(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Under the lock: a commit killed after git moved and before its record was
-/// written leaves a branch one beyond the record's top (`layer_<N>_…`, N = the
-/// number of layers), perhaps checked out. The record is the truth: HEAD goes
-/// back to the top branch, the index to its tree (the working tree keeps the
-/// changes, which the next commit takes), and the branch is deleted.
-fn roll_back_git(root: &Path, history: &History, top: &str, layers: usize) -> Result<Vec<PathBuf>> {
-    let beyond: Vec<String> = history
-        .branches()?
+/// written leaves a branch one beyond the record's top (see
+/// [`History::roll_back_beyond`]); the record is the truth.
+fn roll_back_git(history: &History, top: &str, layers: usize) -> Result<Vec<PathBuf>> {
+    let undone = history
+        .roll_back_beyond(top, layers)
+        .map_err(|e| e.context("undoing an interrupted commit"))?;
+    Ok(undone
         .into_iter()
-        .filter(|b| branch_index(b) == Some(layers))
-        .collect();
-    if beyond.is_empty() {
-        return Ok(Vec::new());
-    }
-    let head = history.current_branch().unwrap_or_default();
-    if beyond.contains(&head) {
-        git_plumbing(
-            root,
-            &["symbolic-ref", "HEAD", &format!("refs/heads/{top}")],
-        )?;
-        git_plumbing(root, &["read-tree", top])?;
-    }
-    let mut undone = Vec::new();
-    for b in beyond {
-        git_plumbing(root, &["update-ref", "-d", &format!("refs/heads/{b}")])?;
-        undone.push(PathBuf::from(format!("branch {b}")));
-    }
-    Ok(undone)
-}
-
-/// Runs one git plumbing command in `root` behind the same wall as `git::`'s
-/// commands (no hook, fsmonitor, pager or gc; no `GIT_*` variable passed on).
-fn git_plumbing(root: &Path, args: &[&str]) -> Result<()> {
-    let mut cmd = std::process::Command::new("git");
-    for (k, _) in std::env::vars_os() {
-        if k.as_encoded_bytes().starts_with(b"GIT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .arg("--no-pager")
-        .arg("-C")
-        .arg(root);
-    for w in [
-        "core.hooksPath=/dev/null",
-        "core.fsmonitor=false",
-        "core.untrackedCache=false",
-        "gc.auto=0",
-        "maintenance.auto=false",
-    ] {
-        cmd.arg("-c").arg(w);
-    }
-    let out = cmd
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::from(e).context("run git"))?;
-    if !out.status.success() {
-        bail!(
-            "undoing an interrupted commit: git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+        .map(|b| PathBuf::from(format!("branch {b}")))
+        .collect())
 }
 
 fn parse_object(bytes: &[u8], what: &str) -> Result<HashMap<String, JsonValue>> {
