@@ -50,6 +50,7 @@ Options:
       --platform OS/ARCH[/VARIANT]
                            Which image to take from a multi-platform index (default: this host's)
   -q, --quiet              Print errors only
+      --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -218,6 +219,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut image = None;
     let mut dir = PathBuf::from("rootfs");
     let (mut user, mut platform, mut quiet, mut git) = (None, None, false, false);
+    let mut no_sync = false;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
@@ -228,6 +230,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => quiet = true,
+            Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
@@ -247,6 +250,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         platform,
         quiet,
         git,
+        no_sync,
         transport,
     }))
 }

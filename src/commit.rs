@@ -12,9 +12,13 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::git::{branch_index, branch_name, History, LayerMessage};
 use crate::layer::diff::{diff, Diff};
+use crate::layer::leftovers::{self, Lock};
 use crate::layer::pack::{check_names, pack};
+use crate::layer::stage::sync_filesystem;
 use crate::manifest::chain_id;
-use crate::store::{blob_path, put_blob, Descriptor, LayerRecord, Record};
+use crate::store::{
+    barge_dir, blob_path, put_blob, remove_uncommitted, Descriptor, LayerRecord, Record,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tinyjson::JsonValue;
@@ -55,13 +59,25 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         return Err(Error::new("commit: a message is required").hint("give one with -m MESSAGE"));
     }
     let root = &opts.root;
+    let _lock = lock(root)?;
+    let mut removed = remove_dead_files(root)?;
     let mut record = Record::load(root)?;
     let chains = record.chain_ids();
     let Some(top_chain) = chains.last().cloned() else {
         bail!("{}: the record has no layers", root.display());
     };
-    let mut history = History::open(root)?;
+    let history = History::open(root)?;
     let top = branch_name(chains.len() - 1, &top_chain);
+    let undone = roll_back_git(&history, &top, chains.len())?;
+    let mut history = if undone.is_empty() {
+        history
+    } else {
+        History::open(root)? // HEAD moved back
+    };
+    removed.extend(undone);
+    if let Some(line) = leftovers::report(&removed) {
+        eprintln!("{line}");
+    }
     let (at, head) = head_layer(root, &record, &history)?;
     if at + 1 != chains.len() {
         return Err(Error::new(format!(
@@ -115,6 +131,9 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     };
     let branch = history.commit_layer(index, &chain, &msg, &found.changes)?;
     history.finish()?;
+    // git's objects and refs reach the disk before the record (the commit point)
+    // names them; a power cut before that is undone by `roll_back_git`.
+    sync_filesystem(&root.join(".git")).map_err(|e| e.context("writing git's objects to disk"))?;
 
     record.add_layer(
         LayerRecord {
@@ -172,6 +191,40 @@ pub fn changes_at(root: &Path, record: &mut Record, at: usize) -> Result<Diff> {
         record.save_tree()?;
     }
     Ok(found)
+}
+
+/// Locks `.git/barge` for the whole commit (not a barge tree: no lock, and
+/// `Record::load` says why).
+fn lock(root: &Path) -> Result<Option<Lock>> {
+    let dir = barge_dir(root);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    leftovers::lock_tree(&dir, root).map(Some)
+}
+
+/// Under the lock: what dead runs left in `.git` (temporary files, an uncommitted
+/// record save).
+fn remove_dead_files(root: &Path) -> Result<Vec<PathBuf>> {
+    if !barge_dir(root).is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut removed = remove_uncommitted(root)?;
+    removed.extend(leftovers::remove_files(leftovers::dead_commit_files(root))?);
+    Ok(removed)
+}
+
+/// Under the lock: a commit killed after git moved and before its record was
+/// written leaves a branch one beyond the record's top (see
+/// [`History::roll_back_beyond`]); the record is the truth.
+fn roll_back_git(history: &History, top: &str, layers: usize) -> Result<Vec<PathBuf>> {
+    let undone = history
+        .roll_back_beyond(top, layers)
+        .map_err(|e| e.context("undoing an interrupted commit"))?;
+    Ok(undone
+        .into_iter()
+        .map(|b| PathBuf::from(format!("branch {b}")))
+        .collect())
 }
 
 fn parse_object(bytes: &[u8], what: &str) -> Result<HashMap<String, JsonValue>> {

@@ -161,7 +161,11 @@ impl World {
         let mut child = cmd.spawn().expect("spawn barge");
         if let Some(text) = input {
             let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(text.as_bytes()).unwrap();
+            // barge may refuse the command line before it reads stdin.
+            match stdin.write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.unwrap(),
+            }
         }
         child.wait_with_output().expect("wait for barge")
     }

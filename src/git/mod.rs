@@ -254,6 +254,31 @@ impl History {
         Ok(())
     }
 
+    /// Deletes the layer branches beyond the record's `layers` layers (left by a
+    /// commit killed after git moved and before its record was written). If one is
+    /// checked out, HEAD goes back to `top` and the index to its tree; the working
+    /// tree keeps its changes, which the next commit takes. Returns the branches.
+    pub fn roll_back_beyond(&self, top: &str, layers: usize) -> Result<Vec<String>> {
+        let beyond: Vec<String> = self
+            .branches()?
+            .into_iter()
+            .filter(|b| branch_index(b) == Some(layers))
+            .collect();
+        if beyond.is_empty() {
+            return Ok(beyond);
+        }
+        if beyond.contains(&self.current_branch().unwrap_or_default()) {
+            let head = format!("refs/heads/{top}");
+            self.repo.output(&["symbolic-ref", "HEAD", &head], None)?;
+            self.repo.output(&["read-tree", top], None)?;
+        }
+        for b in &beyond {
+            self.repo
+                .output(&["update-ref", "-d", &format!("refs/heads/{b}")], None)?;
+        }
+        Ok(beyond)
+    }
+
     /// The layer branches, in numeric order of N.
     pub fn branches(&self) -> Result<Vec<String>> {
         let out = self

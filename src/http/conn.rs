@@ -28,6 +28,11 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
+    /// `tcp`, paced by `pace`.
+    pub(crate) fn new(tcp: TcpStream, pace: Pace) -> Wire {
+        Wire { tcp, pace }
+    }
+
     /// Runs one socket call until it moves bytes, fails, or a pace rule breaks.
     fn paced<T>(
         &mut self,
@@ -221,10 +226,10 @@ pub(crate) fn open(url: &Url, dial: &Dial<'_>) -> Result<Conn> {
             .map_err(|e| e.context(format!("connecting to proxy {}", p.authority())))?,
         None => tcp_connect(&url.host, url.port, dial)?,
     };
-    let tcp = Wire {
+    let tcp = Wire::new(
         tcp,
-        pace: Pace::new(dial.low_speed, dial.io_timeout, dial.deadline),
-    };
+        Pace::new(dial.low_speed, dial.io_timeout, dial.deadline),
+    );
     let stream = if url.https {
         let tcp = match dial.proxy {
             Some(p) => connect_tunnel(tcp, p, url)?,
