@@ -8,7 +8,7 @@
 //! work: afterwards the diff commit uses must find nothing.
 
 use crate::bail;
-use crate::commit::{changes_at, head_layer};
+use crate::commit::{changes_at, head_layer, lock};
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::git::{branch_index, branch_name, git_visible, History};
@@ -36,6 +36,7 @@ pub struct CheckoutOptions {
 /// Runs `barge checkout`.
 pub fn run(opts: &CheckoutOptions) -> Result<()> {
     let root = &opts.root;
+    let _lock = lock(root)?;
     let mut record = Record::load(root)?;
     let history = History::open(root)?;
     let chains = record.chain_ids();

@@ -193,9 +193,9 @@ pub fn changes_at(root: &Path, record: &mut Record, at: usize) -> Result<Diff> {
     Ok(found)
 }
 
-/// Locks `.git/barge` for the whole commit (not a barge tree: no lock, and
+/// Locks `.git/barge` for the whole commit, status or checkout (not a barge tree: no lock, and
 /// `Record::load` says why).
-fn lock(root: &Path) -> Result<Option<Lock>> {
+pub fn lock(root: &Path) -> Result<Option<Lock>> {
     let dir = barge_dir(root);
     if !dir.is_dir() {
         return Ok(None);

@@ -3,7 +3,7 @@
 //! the tree is on. It runs the very diff commit runs ([`crate::commit::changes_at`]),
 //! so metadata git cannot see (owners, modes, xattrs, hardlinks, devices) shows too.
 
-use crate::commit::{changes_at, head_layer};
+use crate::commit::{changes_at, head_layer, lock};
 use crate::error::Result;
 use crate::git::History;
 use crate::layer::entry::{Change, Entry, EntryKind};
@@ -21,6 +21,8 @@ pub struct StatusOptions {
 /// Runs `barge status`, printing to stdout.
 pub fn run(opts: &StatusOptions) -> Result<()> {
     let root = &opts.root;
+    // It may save the refreshed stat cache: not while a commit writes the record.
+    let _lock = lock(root)?;
     let mut record = Record::load(root)?;
     let history = History::open(root)?;
     let (at, branch) = head_layer(root, &record, &history)?;
