@@ -12,7 +12,7 @@ use crate::layer::gzip::GzipReader;
 use crate::layer::stage::Stage;
 use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackStats};
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
-use crate::progress::{human_bytes, MeterReader, Output};
+use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
 use crate::reference::Reference;
 use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
@@ -30,7 +30,7 @@ pub struct PullOptions {
     pub user: Option<String>,
     pub password_stdin: bool,
     pub platform: Option<String>,
-    pub quiet: bool,
+    pub progress: Progress,
     pub git: bool,
     pub transport: TransportOptions,
 }
@@ -47,7 +47,7 @@ pub struct ResolvedImage {
 const MAX_CONFIG: u64 = 8 << 20;
 
 pub fn run(opts: &PullOptions) -> Result<()> {
-    let out = Output::new(opts.quiet);
+    let out = Output::new(opts.progress);
     let reference = Reference::parse(&opts.image)?;
     let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
     check_target_is_free(&opts.dir)?;
@@ -160,7 +160,8 @@ fn unpack_all(
     opts: &PullOptions,
 ) -> Result<UnpackStats> {
     let layers = &image.manifest.layers;
-    out.line(format!("Pulling {} layers:", layers.len()));
+    out.line(format!("Pulling {}:", count(layers.len(), "layer")));
+    out.start(layers.len(), layers.iter().map(|d| d.size).sum());
     let mut root = Root::open(dir)?;
     let mut history = if opts.git {
         Some(History::init(dir)?)
@@ -201,7 +202,7 @@ fn unpack_all(
             )?;
             line.push_str(&format!(" → {branch}"));
         }
-        out.line(line);
+        out.layer_done(desc.size, line);
         chain = Some(chain_id);
         let descriptor = store::Descriptor {
             media_type: desc.media_type.clone(),
@@ -265,7 +266,7 @@ fn pull_layer(
 ) -> Result<UnpackStats> {
     let compression = manifest::layer_compression(&desc.media_type)?;
     let blob = BlobReader::open(reg, repo, &desc.digest, desc.size)?;
-    let mut meter = out.meter(desc.digest.short(), Some(desc.size));
+    let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut compressed = HashReader::new(MeterReader {
         inner: Interruptible(blob),
         meter: &mut meter,
@@ -308,6 +309,11 @@ fn apply_hashed<R: Read>(
     let stats = apply_layer_with(root, &mut hashed, opts, changes, sink)?;
     io::copy(&mut hashed, &mut io::sink()).context("read layer")?;
     Ok((stats, hashed.finish().0))
+}
+
+/// `sha256:abcd12345678`: how meters name a blob.
+pub fn meter_label(digest: &Digest) -> String {
+    format!("sha256:{}", digest.short())
 }
 
 fn add_stats(total: &mut UnpackStats, s: &UnpackStats) {

@@ -83,15 +83,15 @@ fn done_digest(out: &Output, image: &str) -> String {
     digest.to_string()
 }
 
-/// Asserts the seed's output shape: `Pushing N layers:` and one `... done` line per
-/// layer naming its digest, with `suffix` (e.g. `(already pushed)`) when given.
+/// Asserts the seed's output shape: `Pushing N layers:` (`1 layer`) and one `... done`
+/// line per layer naming its digest, with `suffix` (e.g. `(already pushed)`) when given.
 fn assert_push_output(out: &Output, layers: &[String], suffix: Option<&str>) {
     let text = stdout(out);
-    assert!(
-        text.contains(&format!("Pushing {} layers:", layers.len())),
-        "no `Pushing {} layers:` in:\n{text}",
-        layers.len()
-    );
+    let header = match layers.len() {
+        1 => "Pushing 1 layer:".to_string(),
+        n => format!("Pushing {n} layers:"),
+    };
+    assert!(text.contains(&header), "no `{header}` in:\n{text}");
     for layer in layers {
         let line = text
             .lines()
