@@ -161,6 +161,10 @@ pub struct Meter {
 
 impl Meter {
     pub fn add(&mut self, n: u64) {
+        if self.state.style == Style::Quiet {
+            self.state.done += n;
+            return;
+        }
         let now = self.start.elapsed();
         if let Some(text) = self.state.add(n, now, self.width) {
             write_out(&text);
@@ -329,7 +333,11 @@ pub fn tty_line(label: &str, done: u64, size: Option<u64>, elapsed: Duration) ->
         line.push_str(&format!(" {}/s", human_bytes(s)));
     }
     if let Some(size) = size {
-        let eta = s.and_then(|s| eta(size.saturating_sub(done), s));
+        let left = size.saturating_sub(done);
+        let eta = match left {
+            0 => Some(Duration::ZERO),
+            _ => s.and_then(|s| eta(left, s)),
+        };
         line.push_str(&format!(" ETA {}", eta.map_or("--".into(), human_duration)));
     }
     line
@@ -533,6 +541,10 @@ mod tests {
         assert_eq!(
             tty_line("sha256:abcd1234", 0, Some(MIB), ms(50)),
             "\tsha256:abcd1234 [>                   ]   0% 0 B / 1.0 MiB ETA --"
+        );
+        assert_eq!(
+            tty_line("x", MIB, Some(MIB), ms(10)),
+            "\tx [====================] 100% 1.0 MiB / 1.0 MiB ETA 0s"
         );
         assert_eq!(
             tty_line("x", 3 * MIB, None, ms(1000)),

@@ -65,9 +65,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The `\tsha256:… (SIZE) ... done` lines.
+/// The `\tsha256:… (SIZE) ... done[ (mounted)]` lines.
 fn done_lines(stdout: &str) -> Vec<&str> {
-    stdout.lines().filter(|l| l.ends_with("... done")).collect()
+    stdout
+        .lines()
+        .filter(|l| l.contains(") ... done"))
+        .collect()
 }
 
 #[test]
@@ -353,4 +356,46 @@ fn pump(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>, deadline: Ins
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn push_draws_a_meter_for_an_uploaded_layer_and_plain_has_no_escapes() {
+    let reg = &images().registry;
+    let (tmp, _) = pull(&reg.image("progress/two:1"), &["-g", "-q"], &[]);
+    let dir = tmp.join("rootfs");
+    std::fs::write(dir.join("new"), noise(200 << 10, 4)).expect("write a new file");
+    let d = dir.to_str().expect("utf-8 path");
+    assert_success(&barge_env(&["commit", "-r", d, "-m", "add new", "-q"], &[]));
+    let tty = barge_env(
+        &[
+            "push",
+            &reg.image("progress/pushed:tty"),
+            "-r",
+            d,
+            "--progress=tty",
+        ],
+        &[],
+    );
+    assert_success(&tty);
+    let stdout = text(&tty.stdout);
+    assert!(stdout.contains("Pushing 3 layers:"), "{stdout:?}");
+    // Two layers are already there; only the committed one is uploaded, with a meter.
+    assert!(
+        stdout.contains("\x1b[2Ktotal: 2/3 layers,"),
+        "no meter for the upload:\n{stdout:?}"
+    );
+    assert_eq!(done_lines(&stdout).len(), 3, "{stdout:?}");
+    let plain = barge_env(
+        &[
+            "push",
+            &reg.image("progress/pushed:plain"),
+            "-r",
+            d,
+            "--progress=plain",
+        ],
+        &[],
+    );
+    assert_success(&plain);
+    assert!(!plain.stdout.contains(&0x1b), "{:?}", text(&plain.stdout));
+    assert_eq!(done_lines(&text(&plain.stdout)).len(), 3);
 }
