@@ -7,6 +7,9 @@
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
 #   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
 #   make clean      cargo clean
+#
+# Needs a Rust toolchain installed with rustup (with clippy and rustfmt) and a C compiler
+# (`make deps` installs build-essential); each target checks first and prints what to run.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -26,13 +29,17 @@ export BARGE ?= $(BIN)
 # Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
-	golang-docker-credential-helpers pass
+	golang-docker-credential-helpers pass build-essential
 
-.PHONY: all build musl-target musl-gcc install test deps demo bench clean
+# What to run when the Rust toolchain is missing (printed by the checks below).
+RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
+	&& . "$$HOME/.cargo/env"
+
+.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench clean
 
 all: build
 
-build: musl-target musl-gcc
+build: rust-toolchain c-compiler musl-target musl-gcc
 	$(CARGO) build --release --target $(TARGET)
 	@if command -v readelf >/dev/null; then \
 		if readelf -d $(BIN) | grep -q '(NEEDED)' || readelf -l $(BIN) | grep -q 'INTERP'; then \
@@ -42,6 +49,30 @@ build: musl-target musl-gcc
 		echo "error: $(BIN) is dynamically linked (ldd lists libraries)" >&2; exit 1; \
 	fi
 	@echo "built $(BIN): static, $$(stat -c %s $(BIN)) bytes"
+
+# cargo and rustup (the musl target is added with rustup).
+rust-toolchain:
+	@for tool in $(firstword $(CARGO)) $(firstword $(RUSTUP)); do \
+		command -v "$$tool" >/dev/null || { \
+			echo "error: $$tool not found: barge builds with a Rust toolchain installed by rustup; run:" >&2; \
+			echo '  $(RUSTUP_INSTALL)' >&2; \
+			echo "then run make again in the same shell" >&2; \
+			exit 1; }; \
+	done
+
+# cargo fmt and cargo clippy, which `make test` runs.
+lint-tools: rust-toolchain
+	@for c in fmt clippy; do \
+		$(CARGO) $$c --version >/dev/null 2>&1 || { \
+			echo "error: cargo $$c not found: run: $(RUSTUP) component add rustfmt clippy" >&2; \
+			exit 1; }; \
+	done
+
+# ring's build scripts and musl-gcc (which execs gcc) need a C compiler.
+c-compiler:
+	@command -v cc >/dev/null && command -v gcc >/dev/null || { \
+		echo "error: no C compiler (cc, gcc): run: apt-get install build-essential (or: make deps)" >&2; \
+		exit 1; }
 
 musl-target:
 	@if ! $(RUSTUP) target list --installed | grep -qx '$(TARGET)'; then \
@@ -57,10 +88,12 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
 	@echo "installed $(DESTDIR)$(BINDIR)/barge"
 
-test: deps
+# All tests, the slow one marked #[ignore] included (see README: Tests).
+test: rust-toolchain lint-tools deps c-compiler
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+	$(CARGO) test --test push -- --ignored push_of_a_200_mib_layer_stays_under_32_mib_rss
 
 deps:
 	@missing=(); \
@@ -75,7 +108,7 @@ deps:
 		echo "deps: all Debian packages present"; \
 	fi
 
-demo:
+demo: rust-toolchain
 	bash scripts/demo.sh
 
 bench:

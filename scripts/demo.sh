@@ -17,8 +17,23 @@ target_dir=${CARGO_TARGET_DIR:-target}
 BARGE=${BARGE:-$target_dir/x86_64-unknown-linux-musl/release/barge}
 [[ $BARGE == /* ]] || BARGE=$ROOT/$BARGE
 
-# Print a command, then run it.
-run() { printf '\n$ %s\n' "$*"; "$@"; }
+# One word as a shell would need it typed: as is when safe, else in single quotes.
+quote() {
+  local a=$1 q="'\\''"
+  if [[ -n $a && $a != *[^A-Za-z0-9_./:=@+,%-]* ]]; then
+    printf '%s' "$a"
+  else
+    printf "'%s'" "${a//\'/$q}"
+  fi
+}
+# Print a command with its quoting (so pasting it runs the same thing), then run it.
+run() {
+  printf '\n$'
+  local a
+  for a in "$@"; do printf ' '; quote "$a"; done
+  printf '\n'
+  "$@"
+}
 step() { printf '\n=== %s\n' "$*"; }
 
 [[ $(id -u) == 0 ]] || { echo "demo.sh: run as root (it installs packages and uses chroot)" >&2; exit 1; }
@@ -61,7 +76,7 @@ run umoci repack --image "$OCI:latest" "$BUNDLE"
 run umoci config --image "$OCI:latest" --config.entrypoint /bin/sh \
   --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
 run skopeo copy -q --dest-tls-verify=false "oci:$OCI:latest" "docker://$REF"
-printf '\n$ skopeo inspect --tls-verify=false docker://%s | jq ...\n' "$REF"
+printf "\n\$ skopeo inspect --tls-verify=false %s | jq '{Digest, Layers, Os, Architecture}'\n" "$(quote "docker://$REF")"
 skopeo inspect --tls-verify=false "docker://$REF" | jq '{Digest, Layers, Os, Architecture}'
 
 step "step 2: barge pull -g: the root filesystem, one git branch per layer"
@@ -77,7 +92,7 @@ if [[ ! -x $DIR/bin/busybox ]]; then
 fi
 run ls -la "$DIR"
 ls -la "$DIR/bin" > "$WORK/bin.txt"
-printf '\n$ ls -la %s | head\n' "$DIR/bin"
+printf '\n$ ls -la %s | head -n 12\n' "$(quote "$DIR/bin")"
 head -n 12 "$WORK/bin.txt"
 echo "... $(find "$DIR" -path "$DIR/.git" -prune -o -print | wc -l) paths in the tree"
 run git -C "$DIR" branch
@@ -98,7 +113,7 @@ step "step 5: pull it back into a fresh directory and compare the trees"
 BACK=$WORK/back
 run "$BARGE" pull "$NEW" -r "$BACK"
 run cat "$BACK/etc/motd"
-printf '\n$ diff -r --no-dereference %s %s (without .git)\n' "$DIR" "$BACK"
+printf '\n$ diff -r --no-dereference --exclude=.git %s %s\n' "$(quote "$DIR")" "$(quote "$BACK")"
 if diff -r --no-dereference --exclude=.git "$DIR" "$BACK"; then
   echo "identical: the pushed image is the tree we changed"
 else

@@ -22,8 +22,11 @@ Commands:
   push NAME      Upload a committed directory's image to a registry
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
+  version        Print barge's version
+  help [COMMAND] Print this help, or a command's
 
-Run `barge <COMMAND> --help` for a command's options.
+
+Run `barge help <COMMAND>` or `barge <COMMAND> --help` for a command's options.
 Options: -h, --help   print help;  -V, --version   print the version";
 
 pub const PULL_HELP: &str = "\
@@ -50,6 +53,10 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
   -h, --help               Print this help";
 
 pub const COMMIT_HELP: &str = "\
@@ -89,6 +96,10 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
   -h, --help               Print this help";
 
 pub const LOGIN_HELP: &str = "\
@@ -97,7 +108,6 @@ read them: through the credential helper that $DOCKER_CONFIG/config.json (or
 ~/.docker/config.json) names (credHelpers, credsStore), else in its auths (mode 0600).
 
 Usage: barge login [REGISTRY] [-u USER[:PASS]] [--password-stdin]
-       barge logout [REGISTRY]
 
 REGISTRY defaults to Docker Hub. Without a password, it is asked for on the terminal
 without echo.
@@ -108,6 +118,22 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
+  -h, --help               Print this help";
+
+pub const LOGOUT_HELP: &str = "\
+Forget the credentials `barge login` (or docker login) stored for REGISTRY: erase them
+through the credential helper $DOCKER_CONFIG/config.json (or ~/.docker/config.json)
+names (credHelpers, credsStore), else remove them from its auths.
+
+Usage: barge logout [REGISTRY]
+
+REGISTRY defaults to Docker Hub.
+
+Options:
   -h, --help               Print this help";
 
 /// A parsed command line.
@@ -150,7 +176,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "push" => parse_push(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
-            "help" => Ok(Command::Help(USAGE)),
+            "help" => parse_help(&mut parser),
+            "version" => Ok(Command::Version),
             other => Err(Error::new(format!("unknown command {other:?}"))
                 .hint("run `barge --help` for the list of commands")),
         },
@@ -175,7 +202,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('q') | Long("quiet") => progress = Progress::Quiet,
             Long("progress") => progress = progress_value(p)?,
             Long("platform") => platform = Some(string_value(p)?),
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -230,7 +257,7 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
             Long("password-stdin") => password_stdin = true,
             Short('q') | Long("quiet") => progress = Progress::Quiet,
             Long("progress") => progress = progress_value(p)?,
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -258,7 +285,7 @@ fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
             Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
             Short('u') | Long("user") | Long("username") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
-            Long(name @ ("ca-cert" | "insecure")) => {
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
             }
@@ -278,7 +305,7 @@ fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
     let mut registry = None;
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help(LOGIN_HELP)),
+            Short('h') | Long("help") => return Ok(Command::Help(LOGOUT_HELP)),
             Value(v) if registry.is_none() => registry = Some(os_string(v)?),
             other => return Err(usage_error(other.unexpected())),
         }
@@ -286,10 +313,44 @@ fn parse_logout(p: &mut lexopt::Parser) -> Result<Command> {
     Ok(Command::Logout(registry))
 }
 
-/// `--ca-cert` and `--insecure`, shared by every command that talks to a registry.
+/// `barge help [COMMAND]`: the overview, or that command's `--help`.
+fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
+    let Some(arg) = p.next().map_err(usage_error)? else {
+        return Ok(Command::Help(USAGE));
+    };
+    let topic = match arg {
+        Value(v) => os_string(v)?,
+        other => return Err(usage_error(other.unexpected())),
+    };
+    if let Some(extra) = p.next().map_err(usage_error)? {
+        return Err(usage_error(extra.unexpected()));
+    }
+    match topic.as_str() {
+        "pull" => Ok(Command::Help(PULL_HELP)),
+        "commit" => Ok(Command::Help(COMMIT_HELP)),
+        "push" => Ok(Command::Help(PUSH_HELP)),
+        "login" => Ok(Command::Help(LOGIN_HELP)),
+        "logout" => Ok(Command::Help(LOGOUT_HELP)),
+        "help" => Ok(Command::Help(USAGE)),
+        "version" => Ok(Command::Help(
+            "Usage: barge version\n\nPrints barge's version.",
+        )),
+        other => Err(Error::new(format!("no help for unknown command {other:?}"))
+            .hint("run `barge help` for the list of commands")),
+    }
+}
+
+/// The options [`transport_option`] takes.
+const TRANSPORT_OPTIONS: &[&str] = &["ca-cert", "insecure", "low-speed-limit", "low-speed-time"];
+
+/// `--ca-cert`, `--insecure` and the low-speed rule, shared by every command that talks to a registry.
 fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<()> {
     match name {
         "ca-cert" => t.ca_files.push(p.value().map_err(usage_error)?.into()),
+        "low-speed-limit" => t.low_speed.limit = number_value(p, name)?,
+        "low-speed-time" => {
+            t.low_speed.time = std::time::Duration::from_secs(number_value(p, name)?)
+        }
         _ => t.insecure.push(string_value(p)?),
     }
     Ok(())
@@ -298,6 +359,18 @@ fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions
 /// `--progress=auto|tty|plain|quiet` (`-q` is `quiet`).
 fn progress_value(p: &mut lexopt::Parser) -> Result<Progress> {
     Progress::parse(&string_value(p)?)
+}
+
+/// A whole number (at most 10^9) for option `--name`.
+fn number_value(p: &mut lexopt::Parser, name: &str) -> Result<u64> {
+    let v = string_value(p)?;
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= 1_000_000_000 => Ok(n),
+        _ => Err(
+            Error::new(format!("--{name} takes a whole number, not {v:?}"))
+                .hint("run with --help for usage"),
+        ),
+    }
 }
 
 fn string_value(p: &mut lexopt::Parser) -> Result<String> {
@@ -382,6 +455,53 @@ mod tests {
             panic!()
         };
         assert_eq!((p.user.as_deref(), p.password_stdin), (Some("bob"), true));
+    }
+
+    fn help_text(line: &str) -> &'static str {
+        match parse(args(line)) {
+            Ok(Command::Help(t)) => t,
+            _ => panic!("{line}: not help"),
+        }
+    }
+
+    #[test]
+    fn help_and_version_as_commands() {
+        for (cmd, text) in [
+            ("pull", PULL_HELP),
+            ("commit", COMMIT_HELP),
+            ("push", PUSH_HELP),
+            ("login", LOGIN_HELP),
+            ("logout", LOGOUT_HELP),
+        ] {
+            assert_eq!(help_text(&format!("help {cmd}")), text, "{cmd}");
+            assert_eq!(help_text(&format!("{cmd} --help")), text, "{cmd}");
+        }
+        assert_eq!(help_text("help"), USAGE);
+        assert!(matches!(parse(args("version")), Ok(Command::Version)));
+        assert!(matches!(parse(args("--version")), Ok(Command::Version)));
+        assert!(parse(args("help frobnicate")).is_err());
+        assert!(parse(args("help pull push")).is_err());
+    }
+
+    #[test]
+    fn low_speed_options_for_every_registry_command() {
+        let Command::Pull(p) = parse(args("pull x")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.low_speed, crate::http::LowSpeed::DEFAULT);
+        let Command::Push(p) =
+            parse(args("push x --low-speed-limit 0 --low-speed-time 300")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.transport.low_speed.limit, 0);
+        assert_eq!(p.transport.low_speed.time.as_secs(), 300);
+        let Command::Login(l) = parse(args("login h --low-speed-time 5")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(l.transport.low_speed.time.as_secs(), 5);
+        assert!(parse(args("pull x --low-speed-limit fast")).is_err());
+        assert!(parse(args("pull x --low-speed-time -1")).is_err());
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! record: the record is the truth, and its top layer must match HEAD.
 
 use crate::bail;
+use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_name, chain_id, History, LayerMessage};
+use crate::git::{branch_name, History, LayerMessage};
 use crate::layer::diff::diff;
 use crate::layer::pack::{check_names, pack};
+use crate::manifest::chain_id;
 use crate::store::{blob_path, put_blob, Descriptor, LayerRecord, Record};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,7 +82,7 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
             record.tree = found.tree;
             record.save_tree()?;
         }
-        bail!("nothing to commit");
+        return Err(nothing_to_commit(root, &top));
     }
     check_names(&found.changes)?;
 
@@ -180,6 +182,8 @@ fn next_config(
         bail!("config: rootfs.diff_ids is not an array");
     };
     ids.push(JsonValue::String(diff_id.to_string()));
+    // The image is as old as this commit, not as its base (skopeo and podman show this date).
+    config.insert("created".to_string(), JsonValue::String(created.into()));
     let hist = config
         .entry("history".into())
         .or_insert_with(|| JsonValue::Array(Vec::new()));
@@ -235,18 +239,11 @@ fn next_manifest(
     Ok(JsonValue::Object(manifest))
 }
 
-/// `SOURCE_DATE_EPOCH` if set, else now (seconds since the epoch).
-pub(crate) fn now_or_epoch() -> i64 {
-    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// "nothing to commit", with how to look at the tree's state.
+fn nothing_to_commit(root: &std::path::Path, top: &str) -> Error {
+    let dir = root.display();
+    Error::new(format!("nothing to commit: {dir} is the same as {top}"))
+        .hint(format!("run `git -C {dir} status` to see it"))
 }
 
 /// RFC 3339 UTC time (`2024-01-02T03:04:05Z`) of seconds since the epoch.
@@ -426,7 +423,10 @@ mod flow_tests {
         assert!(!files.contains(".git/"), "{files}");
 
         let e = run(opts(&root, "noop")).unwrap_err();
-        assert_eq!(e.to_string(), "nothing to commit");
+        assert!(
+            e.to_string().starts_with("nothing to commit: ") && e.to_string().contains("git -C "),
+            "{e}"
+        );
         assert!(run(opts(&root, "  ")).is_err());
 
         write(&root, "etc/motd", "hello\n");

@@ -4,6 +4,7 @@
 //! error if something failed. Everything else lives in the modules below.
 
 mod cli;
+mod clock;
 mod commit;
 mod digest;
 mod error;
@@ -55,12 +56,18 @@ fn print_commit(s: &commit::CommitSummary, quiet: bool) {
     println!("Parent: {}", s.parent);
     println!("Layer: {}", s.layer_digest);
     println!("DiffID: {}", s.diff_id);
-    println!("Layer size: {}", s.size);
+    let size = progress::human_bytes(s.size);
+    println!("Layer size: {size} ({} bytes)", s.size);
     println!("Done");
 }
 
-/// Prints the one error line and exits 1.
+/// Prints the one error line and exits 1, or 128 + the signal's number after Ctrl-C
+/// or SIGTERM (whatever error the interrupted work then ran into).
 fn fail(label: &str, e: &error::Error) -> ! {
+    if let Some(status) = signal::exit_status() {
+        eprintln!("barge: {label}interrupted");
+        std::process::exit(status);
+    }
     eprintln!("barge: {label}{e}");
     std::process::exit(1);
 }

@@ -529,6 +529,14 @@ impl Platform {
         })
     }
 
+    /// True when an image built for `image` runs where `self` is wanted: the same
+    /// matching (aliases, implied variants, older compatible variants) as an index's.
+    pub fn accepts(&self, image: &Platform) -> bool {
+        let (arch, variant) = normalize_arch(&image.architecture, image.variant.as_deref());
+        normalize_os(&image.os) == normalize_os(&self.os)
+            && compatible(self).contains(&(arch, variant))
+    }
+
     /// The platform this binary runs on, in Go's names (`linux/amd64`, `linux/arm64/v8`).
     pub fn host() -> Platform {
         let (arch, variant) = host_arch(std::env::consts::ARCH);
@@ -634,6 +642,18 @@ impl fmt::Display for Platform {
 }
 
 impl ImageConfig {
+    /// The platform the config says the image is for (`os`, `architecture`, `variant`).
+    pub fn platform(&self) -> Platform {
+        let variant = json::opt_str(&self.raw, "variant").ok().flatten();
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
+            os_version: None,
+            os_features: Vec::new(),
+        }
+    }
+
     /// Parses a config blob and checks it against the manifest's number of layers.
     pub fn parse(bytes: &[u8], layer_count: usize) -> Result<ImageConfig> {
         let raw = json::parse(bytes, "image config")?;
@@ -724,6 +744,15 @@ impl History {
             pairs.push(("empty_layer", JsonValue::Boolean(true)));
         }
         json::object(pairs)
+    }
+}
+
+/// The OCI ChainID of a layer: its diff_id for the first layer, else
+/// `sha256(parent_chain_id + " " + diff_id)`.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::of_bytes(format!("{p} {diff_id}").as_bytes()),
     }
 }
 
@@ -958,6 +987,32 @@ mod tests {
     }
 
     #[test]
+    fn platform_accepts_what_select_would() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let yes = [
+            ("linux/amd64", "linux/amd64"),
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/arm64", "linux/arm64/v8"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm/v7", "linux/arm"),
+            ("linux/arm/v7", "linux/arm/v6"),
+            ("linux/amd64", "linux/386"),
+        ];
+        for (want, image) in yes {
+            assert!(p(want).accepts(&p(image)), "{want} should take {image}");
+        }
+        let no = [
+            ("linux/arm64", "linux/amd64"),
+            ("linux/amd64", "linux/arm64"),
+            ("windows/amd64", "linux/amd64"),
+            ("linux/arm/v6", "linux/arm/v7"),
+        ];
+        for (want, image) in no {
+            assert!(!p(want).accepts(&p(image)), "{want} should refuse {image}");
+        }
+    }
+
+    #[test]
     fn select_platforms() {
         let attestation = format!(
             r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1,"annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"{}"}},"platform":{{"architecture":"unknown","os":"unknown"}}}}"#,
@@ -1171,5 +1226,17 @@ mod tests {
             assert!(ACCEPT.contains(t), "{t}");
         }
         assert_eq!(ACCEPT.matches(", ").count(), 3);
+    }
+
+    #[test]
+    fn chain_id_matches_hand_computed_value() {
+        let empty = Digest::of_bytes(b"");
+        let a = Digest::of_bytes(b"a");
+        assert_eq!(chain_id(None, &a), a);
+        // printf 'sha256:e3b0… sha256:ca97…' | sha256sum
+        assert_eq!(
+            chain_id(Some(&empty), &a).as_str(),
+            "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc"
+        );
     }
 }

@@ -8,14 +8,38 @@
 //! - quiet: nothing but errors.
 //!
 //! The caller's own end-of-layer line (`Output::layer_done`) is the clean final
-//! line in every style. The formatting and pacing below are pure functions of
+//! line in every style. While a transfer waits (a slow registry, a retry's
+//! back-off), the network code calls [`idle`]: the meter keeps its pace, its
+//! speed falls and it says how long nothing has arrived. The formatting and pacing below are pure functions of
 //! byte counts and a clock value (time since the meter started), so unit tests
 //! check exact lines without sleeping.
 
 use crate::error::{Error, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// The meter of the transfer under way, if any (barge is single-threaded).
+    static ACTIVE: RefCell<Weak<RefCell<Live>>> = const { RefCell::new(Weak::new()) };
+}
+
+/// Called while a transfer waits for bytes: the meter under way redraws (tty) or
+/// prints its line (plain) at its usual pace, saying how long it has waited.
+pub fn idle() {
+    let Some(live) = ACTIVE.with(|a| a.borrow().upgrade()) else {
+        return;
+    };
+    let Ok(mut live) = live.try_borrow_mut() else {
+        return;
+    };
+    let now = live.start.elapsed();
+    let width = live.width;
+    if let Some(text) = live.state.tick(now, width) {
+        write_out(&text);
+    }
+}
 
 /// What `--progress` asked for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -64,6 +88,8 @@ enum Style {
 const TTY_EVERY: Duration = Duration::from_millis(100);
 /// Plain lines of a transfer still going: one every five seconds.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// A meter says how long nothing has arrived once it is this long.
+const WAITING_AFTER: Duration = Duration::from_secs(2);
 /// Speed (and ETA) is shown only after this long: before, it is noise.
 const SPEED_AFTER: Duration = Duration::from_millis(250);
 /// Width of the bar between its brackets.
@@ -117,11 +143,17 @@ impl Output {
 
     /// A meter for one blob of `size` bytes (when known), labelled `label`.
     pub fn meter(&self, label: &str, size: Option<u64>) -> Meter {
-        Meter {
-            state: MeterState::new(self.style, label, size, self.totals.get(), self.plain_every),
+        let state = MeterState::new(self.style, label, size, self.totals.get(), self.plain_every);
+        let quiet = self.style == Style::Quiet;
+        let live = Rc::new(RefCell::new(Live {
+            state,
             width: self.width,
             start: Instant::now(),
+        }));
+        if !quiet {
+            ACTIVE.with(|a| *a.borrow_mut() = Rc::downgrade(&live));
         }
+        Meter { live, quiet }
     }
 
     /// One blob of `bytes` is done (moved, skipped or mounted): counts it in the
@@ -154,6 +186,12 @@ fn terminal_width() -> Option<usize> {
 
 /// Counts the bytes of one blob and draws them in the output's style.
 pub struct Meter {
+    live: Rc<RefCell<Live>>,
+    quiet: bool,
+}
+
+/// A meter's state with its clock and the terminal's width ([`idle`] reaches it too).
+struct Live {
     state: MeterState,
     width: Option<usize>,
     start: Instant,
@@ -161,19 +199,20 @@ pub struct Meter {
 
 impl Meter {
     pub fn add(&mut self, n: u64) {
-        if self.state.style == Style::Quiet {
-            self.state.done += n;
+        if self.quiet {
             return;
         }
-        let now = self.start.elapsed();
-        if let Some(text) = self.state.add(n, now, self.width) {
+        let mut live = self.live.borrow_mut();
+        let now = live.start.elapsed();
+        let width = live.width;
+        if let Some(text) = live.state.add(n, now, width) {
             write_out(&text);
         }
     }
 
     /// Clears the live lines so the final line can take their place.
     pub fn finish(&mut self) {
-        if let Some(text) = self.state.clear() {
+        if let Some(text) = self.live.borrow_mut().state.clear() {
             write_out(&text);
         }
     }
@@ -202,6 +241,8 @@ struct MeterState {
     totals: Totals,
     pace: Pace,
     drawn: bool,
+    /// When bytes last arrived (since the start).
+    last_bytes: Duration,
 }
 
 impl MeterState {
@@ -224,31 +265,42 @@ impl MeterState {
             totals,
             pace,
             drawn: false,
+            last_bytes: Duration::ZERO,
         }
     }
 
     /// `n` more bytes at `now` (since the start): the text to write, if due.
     fn add(&mut self, n: u64, now: Duration, width: Option<usize>) -> Option<String> {
         self.done += n;
+        if n > 0 {
+            self.last_bytes = now;
+        }
+        self.tick(now, width)
+    }
+
+    /// The text to write at `now`, if due (also while nothing arrives).
+    fn tick(&mut self, now: Duration, width: Option<usize>) -> Option<String> {
         if self.style == Style::Quiet || !self.pace.due(now) {
             return None;
         }
+        let waited = waiting(now.saturating_sub(self.last_bytes));
         match self.style {
             Style::Tty => {
-                let frame = self.frame(now, width);
+                let frame = self.frame(now, &waited, width);
                 self.drawn = true;
                 Some(frame)
             }
             _ => Some(format!(
-                "{}\n",
+                "{}{waited}\n",
                 plain_line(&self.label, self.done, self.size, now)
             )),
         }
     }
 
     /// The live layer line and total line, replacing the previous ones.
-    fn frame(&self, now: Duration, width: Option<usize>) -> String {
-        let layer = fit(tty_line(&self.label, self.done, self.size, now), width);
+    fn frame(&self, now: Duration, waited: &str, width: Option<usize>) -> String {
+        let layer = tty_line(&self.label, self.done, self.size, now) + waited;
+        let layer = fit(layer, width);
         let total = fit(total_line(&self.totals, self.done), width);
         let up = if self.drawn { "\r\x1b[1A" } else { "" };
         format!("{up}\x1b[2K{layer}\n\x1b[2K{total}")
@@ -355,6 +407,14 @@ pub fn total_line(t: &Totals, current: u64) -> String {
         human_bytes(t.bytes),
         percent(done, t.bytes)
     )
+}
+
+/// `, waiting 7 s` once nothing has arrived for a while, else nothing.
+pub fn waiting(since_bytes: Duration) -> String {
+    if since_bytes < WAITING_AFTER {
+        return String::new();
+    }
+    format!(", waiting {} s", since_bytes.as_secs())
 }
 
 /// `[=========>          ]`: `width` cells between the brackets.
@@ -610,6 +670,53 @@ mod tests {
             let columns = visible.replace('\t', "        ").chars().count();
             assert_eq!(columns, 29, "{visible:?}");
         }
+    }
+
+    #[test]
+    fn a_wait_keeps_the_pace_and_says_how_long() {
+        let mut m = state(Style::Plain, Some(4 * MIB));
+        assert_eq!(m.add(MIB, ms(1000), None), None);
+        // Retries and back-offs tick without bytes: the line keeps its pace.
+        assert_eq!(m.tick(ms(4000), None), None);
+        assert_eq!(
+            m.tick(ms(5000), None).as_deref(),
+            Some("\tsha256:abcd1234 1.0 MiB / 4.0 MiB (25%) 204.8 KiB/s, waiting 4 s\n")
+        );
+        assert_eq!(m.tick(ms(9000), None), None);
+        let later = m.tick(ms(10_000), None).unwrap();
+        assert!(later.ends_with("102.4 KiB/s, waiting 9 s\n"), "{later:?}");
+        // Bytes again: no more waiting.
+        let back = m.add(MIB, ms(15_000), None).unwrap();
+        assert!(back.ends_with("(50%) 136.5 KiB/s\n"), "{back:?}");
+        let mut t = state(Style::Tty, Some(4 * MIB));
+        assert!(t.add(MIB, ms(0), None).is_some());
+        let frame = t.tick(ms(3000), None).unwrap();
+        assert!(frame.contains("ETA 10s, waiting 3 s\n"), "{frame:?}");
+        assert_eq!(waiting(ms(1999)), "");
+    }
+
+    #[test]
+    fn idle_reaches_the_meter_under_way_only() {
+        let out = Output {
+            style: Style::Quiet,
+            plain_every: ms(1),
+            width: None,
+            totals: Cell::new(Totals::default()),
+        };
+        let m = out.meter("q", Some(1));
+        assert!(
+            ACTIVE.with(|a| a.borrow().upgrade()).is_none(),
+            "quiet registers none"
+        );
+        let loud = Output {
+            style: Style::Plain,
+            ..out
+        };
+        let m2 = loud.meter("p", Some(1));
+        assert!(ACTIVE.with(|a| a.borrow().upgrade()).is_some());
+        drop((m, m2));
+        assert!(ACTIVE.with(|a| a.borrow().upgrade()).is_none());
+        idle();
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `barge pull`: resolve the image (index → platform → manifest → config),
 //! stream each layer into a staging root while checking every digest, then move
 //! the finished tree into place. On any failure the target is left as it was.
+//! With `-g`, the git repository stays beside the root the layers are applied to
+//! (out of any entry's reach) and becomes `DIR/.git` only after the last layer.
 
 use crate::bail;
 use crate::digest::{self, Digest, HashReader};
 use crate::error::{Context, Error, Result};
-use crate::git::{self, History, LayerMessage};
+use crate::git::{History, LayerMessage, Repo};
 use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
@@ -57,9 +59,10 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     out.line(format!("Pulling image {reference} ..."));
     let image = resolve(&mut reg, &reference, platform.as_ref(), &out)?;
     let stage = Stage::create(&opts.dir)?;
-    let stats = unpack_all(&mut reg, &reference, &image, stage.path(), &out, opts)?;
+    let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
     stage.commit()?;
     report_skipped(&out, &stats);
+    report_image_git(&out, image_git, opts);
     out.line(format!(
         "Done. Rootfs of {reference} in {}",
         opts.dir.display()
@@ -110,15 +113,10 @@ pub fn resolve(
 ) -> Result<ResolvedImage> {
     let repo = &reference.repository;
     let raw = fetch::manifest(reg, repo, &reference.reference_str())?;
-    let (raw, manifest) = match manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())? {
-        Fetched::Manifest(m) => {
-            if let Some(p) = platform {
-                out.line(format!(
-                    "Note: {reference} is a single-platform image; --platform {p} not checked"
-                ));
-            }
-            (raw, m)
-        }
+    let parsed = manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())?;
+    let via_index = matches!(parsed, Fetched::Index(_));
+    let (raw, manifest) = match parsed {
+        Fetched::Manifest(m) => (raw, m),
         Fetched::Index(index) => {
             let want = platform.cloned().unwrap_or_else(Platform::host);
             let chosen = index.select(&want)?.clone();
@@ -143,6 +141,9 @@ pub fn resolve(
     )
     .context("image config")?;
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
+    if let (Some(want), false) = (platform, via_index) {
+        check_platform(want, &config)?;
+    }
     Ok(ResolvedImage {
         manifest_bytes: raw.bytes,
         manifest,
@@ -151,20 +152,41 @@ pub fn resolve(
     })
 }
 
+/// Refuses a single-platform image made for another platform than `--platform` asks,
+/// as docker does (a config that names no platform is taken as it is).
+fn check_platform(want: &Platform, config: &ImageConfig) -> Result<()> {
+    let have = config.platform();
+    if have.os.is_empty() || have.architecture.is_empty() || want.accepts(&have) {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "image's platform {have} does not match the requested {want}"
+    ))
+    .hint(format!(
+        "pull an image (or a multi-platform index) that has {want}, or drop --platform"
+    )))
+}
+
 fn unpack_all(
     reg: &mut Registry,
     reference: &Reference,
     image: &ResolvedImage,
-    dir: &Path,
+    stage: &Stage,
     out: &Output,
     opts: &PullOptions,
-) -> Result<UnpackStats> {
+) -> Result<(UnpackStats, Option<usize>)> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {}:", count(layers.len(), "layer")));
     out.start(layers.len(), layers.iter().map(|d| d.size).sum());
-    let mut root = Root::open(dir)?;
+    let dir = stage.root_path();
+    let mut root = Root::open(&dir)?;
+    // The repository lives beside the root, where no layer entry can reach it,
+    // until every layer is in (see `Stage::install_git`).
     let mut history = if opts.git {
-        Some(History::init(dir)?)
+        Some(History::init_at(Repo {
+            git_dir: stage.git_path(),
+            work: dir.clone(),
+        })?)
     } else {
         None
     };
@@ -191,7 +213,7 @@ fn unpack_all(
         )
         .with_context(|| format!("layer {i} ({})", desc.digest))?;
         add_stats(&mut total, &stats);
-        let chain_id = git::chain_id(chain.as_ref(), diff_id);
+        let chain_id = manifest::chain_id(chain.as_ref(), diff_id);
         let mut line = format!("\t{} ({}) ... done", desc.digest, human_bytes(desc.size));
         if let Some(h) = history.as_mut() {
             let branch = h.commit_layer(
@@ -215,18 +237,47 @@ fn unpack_all(
             changes,
         });
     }
+    let mut image_git = None;
     if let Some(mut h) = history {
         h.finish()?;
+        drop(h);
+        let replaced = stage.install_git()?;
         let source = reference.to_string();
-        Record::create(
-            dir,
+        let record = Record::create(
+            &dir,
             image.manifest_bytes.clone(),
             image.config_bytes.clone(),
             &source,
             records,
         )?;
+        let kept = record.tree().root_git_entries().count();
+        image_git = (replaced || kept > 0).then_some(kept);
     }
-    Ok(total)
+    Ok((total, image_git))
+}
+
+/// Says what became of the image's own root `.git` (`Some(n)`: it had one, with `n`
+/// entries under that name; 0 when the layers reached it only through a symlink),
+/// which `DIR/.git` (barge's repository) replaced: its entries are in barge's record
+/// (commit and push keep them), not on disk. Never silent: with `-q` on stderr.
+fn report_image_git(out: &Output, image_git: Option<usize>, opts: &PullOptions) {
+    let Some(n) = image_git else {
+        return;
+    };
+    let dir = opts.dir.display();
+    let what = match n {
+        0 => "made through a symlink; its entries are under the names the layers gave".into(),
+        1 => "1 entry".into(),
+        n => format!("{n} entries"),
+    };
+    let note = format!(
+        "Note: the image's own /.git ({what}) is kept in barge's record, not in {dir}: {dir}/.git is barge's repository"
+    );
+    if opts.progress == Progress::Quiet {
+        eprintln!("barge: {note}");
+    } else {
+        out.line(note);
+    }
 }
 
 /// The git commit message of layer `i`: its history line and its facts.

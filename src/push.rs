@@ -6,7 +6,7 @@
 //! fails anywhere leaves the tag where it was.
 
 use crate::bail;
-use crate::digest::{Digest, HashReader};
+use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::manifest::{self, Descriptor, Fetched, Manifest};
 use crate::progress::{count, human_bytes, Output, Progress};
@@ -15,10 +15,10 @@ use crate::reference::Reference;
 use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::fetch::BlobReader;
-use crate::registry::upload::{self, Mount};
+use crate::registry::source::Checked;
+use crate::registry::upload::{self, Mount, Upload};
 use crate::signal::Interruptible;
 use crate::store::{self, Record};
-use std::io::Read;
 use std::path::PathBuf;
 
 pub struct PushOptions {
@@ -164,7 +164,7 @@ fn push_blob(
                 Mount::Session(s) => s,
             }
         }
-        _ => upload::start(reg, repo)?,
+        _ => Upload::new(reg, repo),
     };
     let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut progress = |n: u64| meter.add(n);
@@ -172,17 +172,17 @@ fn push_blob(
         Source::Local(path) => {
             let file =
                 std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-            let mut hashed = HashReader::new(Interruptible(file));
-            session.upload(reg, &mut hashed, &desc.digest, desc.size, &mut progress)?;
-            crate::digest::verify("local blob", &desc.digest, &hashed.finish().0)?;
+            let mut checked = Checked::new(Interruptible(file));
+            session.send(reg, &mut checked, &desc.digest, desc.size, &mut progress)?;
+            crate::digest::verify("local blob", &desc.digest, &checked.finish().0)?;
         }
         Source::Remote => {
             let src = origin.connect(opts)?;
             let (src_reg, src_ref) = src;
             let blob = BlobReader::open(src_reg, &src_ref.repository, &desc.digest, desc.size)?;
-            let mut hashed = HashReader::new(Interruptible(blob));
-            session.upload(reg, &mut hashed, &desc.digest, desc.size, &mut progress)?;
-            crate::digest::verify("streamed blob", &desc.digest, &hashed.finish().0)?;
+            let mut checked = Checked::new(blob);
+            session.send(reg, &mut checked, &desc.digest, desc.size, &mut progress)?;
+            crate::digest::verify("streamed blob", &desc.digest, &checked.finish().0)?;
         }
     }
     meter.finish();
@@ -219,11 +219,10 @@ fn push_config(
     if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
         return Ok(());
     }
-    let session = upload::start(reg, repo)?;
-    let mut data: &[u8] = config;
-    session.upload(
+    let mut data = std::io::Cursor::new(config);
+    Upload::new(reg, repo).send(
         reg,
-        &mut data as &mut dyn Read,
+        &mut data,
         &desc.digest,
         config.len() as u64,
         &mut |_| {},

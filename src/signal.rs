@@ -1,13 +1,15 @@
 //! Ctrl-C and SIGTERM: set a flag that long loops check, so work stops cleanly
-//! and staging directories are removed before the process exits.
+//! and staging directories are removed before the process exits. The signal
+//! that came is kept, so the process exits 128 + its number (130, 143) as shells expect.
 
 use crate::error::{Error, Kind, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The number of the first signal that arrived, 0 if none.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// Installs the handlers for SIGINT and SIGTERM. Blocking reads return EINTR
@@ -28,7 +30,15 @@ pub fn install() {
 
 /// True once Ctrl-C or SIGTERM arrived.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// The exit status for the signal that arrived (128 + its number), if one did.
+pub fn exit_status() -> Option<i32> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(128 + sig),
+    }
 }
 
 /// Fails with an "interrupted" error once a signal arrived.

@@ -10,6 +10,10 @@
 //!   (ino, size, mtime ns, ctime ns, and the st_mode/uid/gid seen on disk);
 //! - `blobs/sha256/<hex>`: blobs barge made (layers and configs), for push.
 //!
+//! An image's own root `.git` (a path `.git` or `.git/...`, see [`is_root_git`]) has
+//! its entries in the record like any other, but never on disk: `ROOT/.git` is
+//! barge's repository. They carry no stat cache and are never looked up on disk.
+//!
 //! Lines are space-separated fields; byte strings are escaped (`%XX` for anything
 //! outside printable ASCII and for `%`, `=`, `;`, `,`), paths are written with a
 //! leading `/` (the root is `/`), optional fields are `-`.
@@ -17,8 +21,9 @@
 use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
-use crate::git::chain_id;
+use crate::layer::diff::is_root_git;
 use crate::layer::entry::{Change, Entry, EntryKind, ImagePath};
+use crate::manifest::chain_id;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
@@ -368,7 +373,11 @@ impl Tree {
     /// them for new ones.
     pub fn add_implicit_dirs(&mut self, root: &Path) {
         let mut missing: BTreeSet<ImagePath> = BTreeSet::new();
-        for p in self.entries.keys() {
+        // The root, even when no entry is left (an opaque root with nothing beside it).
+        if !self.entries.contains_key(&b""[..]) {
+            missing.insert(Vec::new());
+        }
+        for p in self.entries.keys().filter(|p| !is_root_git(p)) {
             let mut q = p.as_slice();
             while !q.is_empty() {
                 q = match q.iter().rposition(|&b| b == b'/') {
@@ -415,26 +424,48 @@ impl Tree {
             prefix.push(b'/');
         }
         let start = prefix.clone();
+        // Below the root: everything but the root itself (the first key, if listed).
         self.entries
             .range(start..)
-            .take_while(move |(k, _)| k.starts_with(&prefix) && !k.is_empty())
+            .skip_while(|(k, _)| k.is_empty())
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+    }
+
+    /// The entries of an image's own root `.git` (see [`is_root_git`]).
+    pub fn root_git_entries(&self) -> impl Iterator<Item = (&ImagePath, &TreeEntry)> {
+        self.entries
+            .range(b".git".to_vec()..)
+            .take_while(|(k, _)| k.starts_with(b".git"))
+            .filter(|(k, _)| is_root_git(k))
     }
 
     /// Takes the stat cache of every entry from disk, drops entries that are not
-    /// there, hashes files without a content digest, and regroups hardlinks by inode.
+    /// there (or only through a symlink: lstat never follows one, in any component),
+    /// hashes regular files without a content digest, and regroups hardlinks by
+    /// inode. Entries of the root's `.git` are kept as they are, never looked up.
     pub fn refresh_from_disk(&mut self, root: &Path) -> Result<()> {
         let mut gone = Vec::new();
+        let mut dirs = RealDirs::default();
         for (p, t) in self.entries.iter_mut() {
-            match std::fs::symlink_metadata(root.join(OsStr::from_bytes(p))) {
-                Ok(m) => t.stat = Some(Stat::of(&m)),
-                Err(_) => gone.push(p.clone()),
+            if is_root_git(p) {
+                continue;
+            }
+            let m = match p.iter().rposition(|&b| b == b'/') {
+                Some(i) if !dirs.is_real(root, &p[..i]) => None,
+                _ => std::fs::symlink_metadata(root.join(OsStr::from_bytes(p))).ok(),
+            };
+            match m {
+                Some(m) => t.stat = Some(Stat::of(&m)),
+                None => gone.push(p.clone()),
             }
         }
         for p in gone {
             self.entries.remove(&p);
         }
         for (p, t) in self.entries.iter_mut() {
-            let regular = matches!(t.entry.kind, EntryKind::File | EntryKind::Hardlink);
+            let regular = matches!(t.entry.kind, EntryKind::File | EntryKind::Hardlink)
+                && t.stat
+                    .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFREG);
             if regular && t.entry.content.is_none() {
                 let (d, n) = hash_file(&root.join(OsStr::from_bytes(p)))?;
                 t.entry.content = Some(d);
@@ -466,6 +497,31 @@ impl Tree {
                 }
             }
         }
+    }
+}
+
+/// Which directories (relative to a root) are real directories, reached without a
+/// symlink in any component; cached.
+#[derive(Default)]
+struct RealDirs(HashMap<ImagePath, bool>);
+
+impl RealDirs {
+    fn is_real(&mut self, root: &Path, dir: &[u8]) -> bool {
+        if dir.is_empty() {
+            return true;
+        }
+        if let Some(&d) = self.0.get(dir) {
+            return d;
+        }
+        let parent_ok = match dir.iter().rposition(|&b| b == b'/') {
+            Some(i) => self.is_real(root, &dir[..i]),
+            None => true,
+        };
+        let d = parent_ok
+            && std::fs::symlink_metadata(root.join(OsStr::from_bytes(dir)))
+                .is_ok_and(|m| m.is_dir());
+        self.0.insert(dir.to_vec(), d);
+        d
     }
 }
 
@@ -898,6 +954,29 @@ mod tests {
         ]);
         let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
         assert_eq!(keys, vec![&b"d"[..], b"e", b"e/y"]);
+    }
+
+    /// An opaque root empties the record even when a layer listed the root itself
+    /// (`./`, the first key), which stays.
+    #[test]
+    fn opaque_root_with_the_root_listed() {
+        let mut t = Tree::default();
+        t.apply(&[
+            Change::Put(entry(b"", EntryKind::Dir)),
+            Change::Put(entry(b".git", EntryKind::Dir)),
+            Change::Put(entry(b".git/config", EntryKind::File)),
+            Change::Put(entry(b"etc", EntryKind::Dir)),
+        ]);
+        t.apply(&[Change::Opaque(Vec::new())]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b""[..]]);
+        t.apply(&[
+            Change::Put(entry(b"a", EntryKind::File)),
+            Change::Opaque(Vec::new()),
+        ]);
+        let keys: Vec<&[u8]> = t.entries.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b""[..], b"a"]);
+        assert_eq!(t.below(b"").count(), 1);
     }
 
     #[test]

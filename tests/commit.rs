@@ -216,7 +216,12 @@ fn commit_ok(dir: &Path, msg: &str, env: &[(&str, &OsStr)]) -> Summary {
         parent: field("Parent: "),
         layer: field("Layer: "),
         diff_id: field("DiffID: "),
-        size: field("Layer size: ").parse().expect("numeric layer size"),
+        // `Layer size: 1.2 KiB (1234 bytes)`, or `12 B (12 bytes)`.
+        size: field("Layer size: ")
+            .rsplit_once(" (")
+            .and_then(|(_, b)| b.strip_suffix(" bytes)"))
+            .and_then(|b| b.parse().ok())
+            .expect("`HUMAN (N bytes)` layer size"),
     }
 }
 

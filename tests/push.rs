@@ -83,15 +83,13 @@ fn done_digest(out: &Output, image: &str) -> String {
     digest.to_string()
 }
 
-/// Asserts the seed's output shape: `Pushing N layers:` (`1 layer`) and one `... done`
-/// line per layer naming its digest, with `suffix` (e.g. `(already pushed)`) when given.
+/// Asserts the seed's output shape: `Pushing N layers:` and one `... done` line per
+/// layer naming its digest, with `suffix` (e.g. `(already pushed)`) when given.
 fn assert_push_output(out: &Output, layers: &[String], suffix: Option<&str>) {
     let text = stdout(out);
-    let header = match layers.len() {
-        1 => "Pushing 1 layer:".to_string(),
-        n => format!("Pushing {n} layers:"),
-    };
-    assert!(text.contains(&header), "no `{header}` in:\n{text}");
+    let n = layers.len();
+    let want = format!("Pushing {n} layer{}:", if n == 1 { "" } else { "s" });
+    assert!(text.contains(&want), "no `{want}` in:\n{text}");
     for layer in layers {
         let line = text
             .lines()

@@ -13,6 +13,11 @@
 //! barge never writes the user's global config; settings it needs live in the
 //! repository's own `.git/config` or on the command line.
 //!
+//! Every git is told its repository and work tree ([`Repo`]: `--git-dir`,
+//! `--work-tree`), so that `pull -g` can keep the repository outside the root the
+//! layers are applied to, and runs behind [`WALL`]: no hook, fsmonitor, pager,
+//! editor, helper or remote, and no `GIT_*` variable of the caller.
+//!
 //! What git cannot hold is left out of git's view (barge's record in `.git/barge`
 //! keeps it): any path with a `.git` component (an image's own repository, e.g.
 //! `usr/src/app/.git`), and symlinks named `.gitmodules`. Empty directories,
@@ -71,15 +76,6 @@ impl LayerMessage {
     }
 }
 
-/// The OCI ChainID of a layer: its diff_id for the first layer, else
-/// `sha256(parent_chain_id + " " + diff_id)`.
-pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
-    match parent {
-        None => diff_id.clone(),
-        Some(p) => Digest::of_bytes(format!("{p} {diff_id}").as_bytes()),
-    }
-}
-
 /// The branch name of layer `index` with chain id `chain`.
 pub fn branch_name(index: usize, chain: &Digest) -> String {
     format!("{BRANCH_PREFIX}{index}_{}", chain.hex())
@@ -107,9 +103,44 @@ pub fn git_visible(path: &[u8], is_symlink: bool) -> bool {
     !(is_symlink && last.eq_ignore_ascii_case(b".gitmodules"))
 }
 
-/// The git repository at a barge root.
+/// A repository barge drives: its git directory and its work tree, always named
+/// to git explicitly (`--git-dir`, `--work-tree`), never found by discovery and never
+/// written into the repository's config (no `core.worktree`).
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub git_dir: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Repo {
+    /// The repository of a barge tree: `root/.git` with `root` as work tree.
+    pub fn of_root(root: &Path) -> Repo {
+        Repo {
+            git_dir: root.join(".git"),
+            work: root.to_path_buf(),
+        }
+    }
+
+    /// A `git` command for this repository, behind the walls of [`harden`].
+    fn command(&self) -> Command {
+        let mut c = Command::new("git");
+        harden(&mut c);
+        c.arg("--git-dir")
+            .arg(&self.git_dir)
+            .arg("--work-tree")
+            .arg(&self.work);
+        c
+    }
+
+    /// Runs git and returns its stdout; its stderr becomes the error message.
+    fn output(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
+        run_output(self.command(), args, input)
+    }
+}
+
+/// The git repository of a barge tree, with its layer branches.
 pub struct History {
-    root: PathBuf,
+    repo: Repo,
     /// `Name <email>` used for author and committer.
     ident: String,
     /// HEAD's commit when the repository was opened (None for a new one).
@@ -142,16 +173,31 @@ struct Importer {
 }
 
 impl History {
-    /// Creates the repository at `root` (which must not have one yet).
+    /// Creates the repository at `root/.git` (which must not exist yet).
+    #[cfg(test)]
     pub fn init(root: &Path) -> Result<History> {
-        if root.join(".git").symlink_metadata().is_ok() {
-            bail!("git init {}: .git already exists", root.display());
+        History::init_at(Repo::of_root(root))
+    }
+
+    /// Creates the repository `repo.git_dir` (which must not exist yet) for the work
+    /// tree `repo.work`; the git directory may lie outside the work tree (`pull -g`
+    /// keeps it out of the extraction root until the last layer is in).
+    pub fn init_at(repo: Repo) -> Result<History> {
+        if repo.git_dir.symlink_metadata().is_ok() {
+            bail!("git init {}: it already exists", repo.git_dir.display());
         }
-        git_output(root, &["init", "-q"], None).context("git init")?;
-        configure(root)?;
+        // `--bare` so that git writes no `core.worktree`: the repository becomes the
+        // work tree's `.git` later, where git finds the work tree by itself.
+        let mut init = Command::new("git");
+        harden(&mut init);
+        init.arg("--git-dir").arg(&repo.git_dir);
+        run_output(init, &["init", "-q", "--bare"], None).context("git init")?;
+        repo.output(&["config", "core.bare", "false"], None)
+            .context("git config")?;
+        configure(&repo.git_dir)?;
         Ok(History {
-            root: root.to_path_buf(),
-            ident: identity(root)?,
+            ident: identity(&repo)?,
+            repo,
             base: None,
             tip: None,
             tracked: Some(BTreeSet::new()),
@@ -163,24 +209,26 @@ impl History {
         })
     }
 
-    /// Opens the repository at `root` created by [`History::init`].
+    /// Opens the repository at `root/.git` created by [`History::init`].
     pub fn open(root: &Path) -> Result<History> {
-        if !root.join(".git").is_dir() {
+        let repo = Repo::of_root(root);
+        if !std::fs::symlink_metadata(&repo.git_dir).is_ok_and(|m| m.is_dir()) {
             return Err(
                 Error::new(format!("{}: not a git repository", root.display()))
                     .hint("pull it with -g first"),
             );
         }
-        let head = git_output(root, &["rev-parse", "--verify", "-q", "HEAD"], None)
+        let head = repo
+            .output(&["rev-parse", "--verify", "-q", "HEAD"], None)
             .context("git rev-parse HEAD")?;
         let head = String::from_utf8_lossy(&head).trim().to_string();
         Ok(History {
-            root: root.to_path_buf(),
-            ident: identity(root)?,
+            ident: identity(&repo)?,
+            nested: exclude::read(&repo.git_dir),
+            repo,
             base: Some(head),
             tip: None,
             tracked: None,
-            nested: exclude::read(&root.join(".git")),
             importer: None,
             next_mark: 1,
             pack: None,
@@ -190,23 +238,26 @@ impl History {
 
     /// The checked-out branch (`git symbolic-ref --short HEAD`).
     pub fn current_branch(&self) -> Result<String> {
-        let out = git_output(&self.root, &["symbolic-ref", "-q", "--short", "HEAD"], None)
+        let out = self
+            .repo
+            .output(&["symbolic-ref", "-q", "--short", "HEAD"], None)
             .map_err(|e| e.context("HEAD is not on a branch"))?;
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 
     /// The layer branches, in numeric order of N.
     pub fn branches(&self) -> Result<Vec<String>> {
-        let out = git_output(
-            &self.root,
-            &[
-                "for-each-ref",
-                "--format=%(refname:short)",
-                "refs/heads/layer_*",
-            ],
-            None,
-        )
-        .context("git for-each-ref")?;
+        let out = self
+            .repo
+            .output(
+                &[
+                    "for-each-ref",
+                    "--format=%(refname:short)",
+                    "refs/heads/layer_*",
+                ],
+                None,
+            )
+            .context("git for-each-ref")?;
         let mut names: Vec<(usize, String)> = String::from_utf8_lossy(&out)
             .lines()
             .filter_map(|l| branch_index(l).map(|n| (n, l.to_string())))
@@ -247,7 +298,7 @@ impl History {
         }
         let mark = self.next_mark;
         self.next_mark += 1;
-        let when = crate::commit::now_or_epoch();
+        let when = crate::clock::now_or_epoch();
         let msg = message.render();
         let ident = self.ident.clone();
         let imp = self.importer()?;
@@ -295,16 +346,24 @@ impl History {
             return Ok(());
         };
         let full = format!("refs/heads/{branch}");
-        git_output(&self.root, &["symbolic-ref", "HEAD", &full], None)
+        self.repo
+            .output(&["symbolic-ref", "HEAD", &full], None)
             .context("git symbolic-ref HEAD")?;
         let merged = match &self.base {
-            Some(base) => git_output(&self.root, &["read-tree", "-m", base, &full], None).is_ok(),
+            Some(base) => self
+                .repo
+                .output(&["read-tree", "-m", base, &full], None)
+                .is_ok(),
             None => false,
         };
         if !merged {
-            git_output(&self.root, &["read-tree", &full], None).context("git read-tree")?;
+            self.repo
+                .output(&["read-tree", &full], None)
+                .context("git read-tree")?;
         }
-        self.base = git_output(&self.root, &["rev-parse", "--verify", "-q", &full], None)
+        self.base = self
+            .repo
+            .output(&["rev-parse", "--verify", "-q", &full], None)
             .ok()
             .map(|o| String::from_utf8_lossy(&o).trim().to_string());
         self.tip = None;
@@ -318,17 +377,19 @@ impl History {
         let Some(tracked) = &self.tracked else {
             return Ok(());
         };
-        let root = &self.root;
+        let work = &self.repo.work;
         self.nested.retain(|d| {
-            let dir = root.join(OsStr::from_bytes(d));
+            let dir = work.join(OsStr::from_bytes(d));
             exclude::holds_git_entry(&dir) && !tracked.contains(d) && !has_under(tracked, d)
         });
-        exclude::write(&root.join(".git"), &self.nested)
+        exclude::write(&self.repo.git_dir, &self.nested)
     }
 
     fn importer(&mut self) -> Result<&mut Importer> {
         if self.importer.is_none() {
-            let mut child = git_command(&self.root)
+            let mut child = self
+                .repo
+                .command()
                 .args([
                     "-c",
                     &format!("pack.compression={IMPORT_COMPRESSION}"),
@@ -397,12 +458,13 @@ impl History {
         }
         let mut set = BTreeSet::new();
         if let Some(base) = &self.base {
-            let out = git_output(
-                &self.root,
-                &["ls-tree", "-r", "-z", "--name-only", "--full-tree", base],
-                None,
-            )
-            .context("git ls-tree")?;
+            let out = self
+                .repo
+                .output(
+                    &["ls-tree", "-r", "-z", "--name-only", "--full-tree", base],
+                    None,
+                )
+                .context("git ls-tree")?;
             for p in out.split(|&b| b == 0).filter(|p| !p.is_empty()) {
                 set.insert(p.to_vec());
             }
@@ -473,7 +535,7 @@ impl History {
                 ops.push(Op::Delete(p.to_vec()));
             }
         }
-        let mut probe = Probe::new(&self.root);
+        let mut probe = Probe::new(&self.repo.work);
         for p in puts {
             if p.is_empty() {
                 continue;
@@ -530,7 +592,7 @@ impl History {
 
     /// Packs the file at `p` (relative to the root) as it is on disk now.
     fn pack_file(&mut self, p: &[u8]) -> std::io::Result<Oid> {
-        let full = self.root.join(OsStr::from_bytes(p));
+        let full = self.repo.work.join(OsStr::from_bytes(p));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -554,10 +616,10 @@ impl History {
         let pack = match self.pack.take() {
             Some(p) if p.is_full() && !p.blob_open() => {
                 p.finish()?;
-                PackWriter::create(&self.root.join(".git/objects/pack"))?
+                PackWriter::create(&self.repo.git_dir.join("objects/pack"))?
             }
             Some(p) => p,
-            None => PackWriter::create(&self.root.join(".git/objects/pack"))?,
+            None => PackWriter::create(&self.repo.git_dir.join("objects/pack"))?,
         };
         Ok(self.pack.insert(pack))
     }
@@ -758,34 +820,37 @@ impl<'a> Probe<'a> {
 }
 
 /// Settings in the repository's own config so that users' global settings cannot
-/// change what git stores, plus attributes that turn off content filters.
-fn configure(root: &Path) -> Result<()> {
-    let git = root.join(".git");
+/// change what git stores, plus attributes that turn off content filters and the
+/// image's own diff and merge drivers for every git run in the tree (barge's and the
+/// user's: `$GIT_DIR/info/attributes` beats the tree's `.gitattributes`).
+fn configure(git_dir: &Path) -> Result<()> {
     let mut cfg = std::fs::OpenOptions::new()
         .append(true)
-        .open(git.join("config"))
+        .open(git_dir.join("config"))
         .context("configure git repository")?;
     cfg.write_all(
         b"[core]\n\tfileMode = true\n\tsymlinks = true\n\tignoreCase = false\n\
           \tautocrlf = false\n\tsafecrlf = false\n\tprecomposeUnicode = false\n\
-          \tprotectNTFS = false\n\tprotectHFS = false\n\
+          \tprotectNTFS = false\n\tprotectHFS = false\n\tlogAllRefUpdates = true\n\
           [gc]\n\tauto = 0\n",
     )
     .context("configure git repository")?;
-    std::fs::create_dir_all(git.join("info")).context("configure git repository")?;
+    std::fs::create_dir_all(git_dir.join("info")).context("configure git repository")?;
     std::fs::write(
-        git.join("info/attributes"),
-        "* -text -filter -ident -eol -working-tree-encoding\n",
+        git_dir.join("info/attributes"),
+        "* -text -filter -ident -eol -working-tree-encoding !diff !merge\n",
     )
     .context("configure git repository")?;
     Ok(())
 }
 
 /// `Name <email>` for commits: the user's own, else barge's.
-fn identity(root: &Path) -> Result<String> {
+fn identity(repo: &Repo) -> Result<String> {
     let get = |key: &str| -> Result<Option<String>> {
-        let out = git_command(root)
+        let out = repo
+            .command()
             .args(["config", "--get", key])
+            .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output()
             .map_err(spawn_error)?;
@@ -799,19 +864,57 @@ fn identity(root: &Path) -> Result<String> {
     }
 }
 
-fn git_command(root: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C").arg(root).env("GIT_TERMINAL_PROMPT", "0");
-    // Environment from an enclosing git invocation (e.g. a hook) must not redirect us.
-    for v in [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_OBJECT_DIRECTORY",
-    ] {
-        c.env_remove(v);
+/// The second wall (the first: an image cannot reach barge's repository, see
+/// `pull`): `-c` settings on every git barge runs. The command line beats every
+/// config file, so even a config an image managed to plant could not turn these
+/// back on; barge's own commands (init, config, fast-import, read-tree,
+/// symbolic-ref, rev-parse, for-each-ref, ls-tree) need none of what they switch off.
+const WALL: &[&str] = &[
+    // Hooks are programs git runs by itself: `reference-transaction` on every ref
+    // fast-import and symbolic-ref update, `post-checkout`, `post-index-change`, ...
+    // No hook directory, no hook.
+    "core.hooksPath=/dev/null",
+    // fsmonitor is a program (or a hook) git starts to learn what changed in the tree.
+    "core.fsmonitor=false",
+    // The untracked cache keeps directory listings in the index and trusts them on
+    // later runs: nothing barge needs, and index state it did not ask for.
+    "core.untrackedCache=false",
+    // A pager is a program; `--no-pager` too, and `pager.<command>` needs a terminal.
+    "core.pager=cat",
+    // Editors, ssh, askpass and credential helpers are programs; barge runs no
+    // command that edits or talks to a remote, and these make sure none would start.
+    "core.editor=false",
+    "core.sshCommand=false",
+    "core.askPass=false",
+    "credential.helper=",
+    // Remote helpers (`ext::` runs any command): no transport at all.
+    "protocol.allow=never",
+    // Automatic gc and maintenance start more git processes (and their hooks).
+    "gc.auto=0",
+    "maintenance.auto=false",
+];
+
+/// Puts `c` (a `git` command with no arguments yet) behind the second wall: the
+/// [`WALL`] settings, no pager, and an environment that cannot redirect git.
+fn harden(c: &mut Command) {
+    // Every `GIT_*` variable can redirect git or make it run something:
+    // GIT_DIR/GIT_WORK_TREE/GIT_INDEX_FILE/GIT_OBJECT_DIRECTORY and
+    // GIT_ALTERNATE_OBJECT_DIRECTORIES (another repository), GIT_CONFIG_PARAMETERS,
+    // GIT_CONFIG_COUNT/_KEY_n/_VALUE_n and GIT_CONFIG_GLOBAL/SYSTEM (config beside
+    // the command line), GIT_PAGER, GIT_EXTERNAL_DIFF, GIT_EDITOR, GIT_SSH(_COMMAND),
+    // GIT_ASKPASS, GIT_EXEC_PATH (other git programs). An enclosing git (barge run
+    // from a hook) sets some of them. None is passed on.
+    for (k, _) in std::env::vars_os() {
+        if k.as_bytes().starts_with(b"GIT_") {
+            c.env_remove(k);
+        }
     }
-    c
+    c.env_remove("SSH_ASKPASS");
+    c.env("GIT_TERMINAL_PROMPT", "0");
+    c.arg("--no-pager");
+    for s in WALL {
+        c.arg("-c").arg(s);
+    }
 }
 
 fn spawn_error(e: std::io::Error) -> Error {
@@ -822,9 +925,8 @@ fn spawn_error(e: std::io::Error) -> Error {
     }
 }
 
-/// Runs git and returns its stdout; its stderr becomes the error message.
-fn git_output(root: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
-    let mut cmd = git_command(root);
+/// Runs `cmd` with `args` and returns its stdout; its stderr becomes the error message.
+fn run_output(mut cmd: Command, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
     cmd.args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -858,6 +960,7 @@ mod tests {
     use super::*;
     use crate::commit::testutil::{git, tmpdir, write};
     use crate::layer::entry::{Entry, EntryKind};
+    use crate::manifest::chain_id;
 
     fn put(path: &[u8]) -> Change {
         Change::Put(Entry {
@@ -971,15 +1074,8 @@ mod tests {
     }
 
     #[test]
-    fn chain_id_matches_hand_computed_value() {
-        let empty = Digest::of_bytes(b"");
+    fn branch_names_round_trip() {
         let a = Digest::of_bytes(b"a");
-        assert_eq!(chain_id(None, &a), a);
-        // printf 'sha256:e3b0… sha256:ca97…' | sha256sum
-        assert_eq!(
-            chain_id(Some(&empty), &a).as_str(),
-            "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc"
-        );
         let b = branch_name(11, &a);
         assert_eq!(branch_index(&b), Some(11));
         assert_eq!(branch_index("layer_1_abc"), None);
@@ -1070,5 +1166,99 @@ mod tests {
         assert!(log.starts_with("layer 2|1"), "{log}");
         assert_eq!(git(&root, &["rev-list", "--count", "HEAD"]).trim(), "12");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn every_git_command_carries_the_wall() {
+        let repo = Repo::of_root(Path::new("/nonexistent/root"));
+        let c = repo.command();
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args.first().map(String::as_str), Some("--no-pager"));
+        for w in WALL {
+            let i = args.iter().position(|a| a == w).expect(w);
+            assert_eq!(args[i - 1], "-c", "{w}");
+        }
+        for w in ["core.hooksPath=/dev/null", "core.fsmonitor=false"] {
+            assert!(WALL.contains(&w), "{w}");
+        }
+        let n = args.len();
+        assert_eq!(
+            args[n - 4..],
+            [
+                "--git-dir",
+                "/nonexistent/root/.git",
+                "--work-tree",
+                "/nonexistent/root"
+            ]
+        );
+        let envs: HashMap<_, _> = c.get_envs().collect();
+        assert_eq!(
+            envs.get(OsStr::new("GIT_TERMINAL_PROMPT")),
+            Some(&Some(OsStr::new("0")))
+        );
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"GIT_") && k != "GIT_TERMINAL_PROMPT" {
+                assert_eq!(envs.get(k.as_os_str()), Some(&None), "{k:?}");
+            }
+        }
+    }
+
+    /// Hooks and fsmonitor planted in the repository run for a plain `git`, and
+    /// for none of barge's.
+    #[test]
+    fn planted_hooks_and_fsmonitor_never_run_for_barge() {
+        let root = tmpdir("git-wall");
+        let marker = root.with_extension("marker");
+        let _ = std::fs::remove_file(&marker);
+        let mut h = History::init(&root).unwrap();
+        write(&root, "a", "a");
+        let c = chain_id(None, &Digest::of_bytes(b"a"));
+        h.commit_layer(0, &c, &msg("a"), &[put(b"a")]).unwrap();
+        h.finish().unwrap();
+        drop(h);
+        let script = format!("#!/bin/sh\necho \"$0\" >> {}\n", marker.display());
+        for hook in [
+            "reference-transaction",
+            "post-checkout",
+            "post-index-change",
+        ] {
+            write(&root, &format!(".git/hooks/{hook}"), &script);
+            std::fs::set_permissions(
+                root.join(format!(".git/hooks/{hook}")),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        let cfg = root.join(".git/config");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(&format!(
+            "[core]\n\tfsmonitor = \"echo fsmonitor >> {}; false\"\n\tpager = \"echo pager >> {}; cat\"\n",
+            marker.display(),
+            marker.display()
+        ));
+        std::fs::write(&cfg, text).unwrap();
+        // barge's git: a new layer (fast-import updates a ref), HEAD moved, index
+        // rebuilt, and a status for the fsmonitor.
+        let mut h = History::open(&root).unwrap();
+        write(&root, "b", "b");
+        let c = chain_id(Some(&c), &Digest::of_bytes(b"b"));
+        h.commit_layer(1, &c, &msg("b"), &[put(b"b")]).unwrap();
+        h.finish().unwrap();
+        h.repo.output(&["status", "--porcelain"], None).unwrap();
+        h.repo
+            .output(&["update-ref", "refs/heads/x", "HEAD"], None)
+            .unwrap();
+        assert!(!marker.exists(), "{:?}", std::fs::read_to_string(&marker));
+        // The same repository with a plain git does run them: the test can fail.
+        git(&root, &["update-ref", "refs/heads/y", "HEAD"]);
+        git(&root, &["status", "--porcelain"]);
+        let ran = std::fs::read_to_string(&marker).unwrap();
+        assert!(ran.contains("reference-transaction"), "{ran}");
+        assert!(ran.contains("fsmonitor"), "{ran}");
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_file(&marker).unwrap();
     }
 }

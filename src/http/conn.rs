@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
+use super::pace::{tick, Direction, LowSpeed, Pace};
 use super::proxy::{connect_tunnel, Proxy};
 use super::url::Url;
 use crate::error::{Error, Kind, Result};
@@ -19,18 +20,84 @@ use crate::error::{Error, Kind, Result};
 /// Size of the read buffer of a connection.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// A TCP socket whose every read and write is paced: the socket wakes up each tick,
+/// and the [`Pace`] rules decide whether to keep waiting.
+pub(crate) struct Wire {
+    tcp: TcpStream,
+    pub pace: Pace,
+}
+
+impl Wire {
+    /// Runs one socket call until it moves bytes, fails, or a pace rule breaks.
+    fn paced<T>(
+        &mut self,
+        dir: Direction,
+        mut call: impl FnMut(&mut TcpStream) -> io::Result<T>,
+        moved: impl Fn(&T) -> usize,
+    ) -> io::Result<T> {
+        loop {
+            let began = Instant::now();
+            let result = call(&mut self.tcp);
+            let waited = began.elapsed();
+            match result {
+                Ok(v) => {
+                    self.pace.account(waited, moved(&v), dir)?;
+                    return Ok(v);
+                }
+                Err(e) if is_tick(&e) => {
+                    self.pace.account(waited, 0, dir)?;
+                    crate::progress::idle();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether an error is only the socket timeout waking a blocked call.
+fn is_tick(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.paced(Direction::Receiving, |t| t.read(buf), |n| *n)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.paced(Direction::Sending, |t| t.write(buf), |n| *n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// The byte stream under a connection: plain TCP or TLS over TCP.
 pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Box<Wire>),
+    Tls(Box<StreamOwned<ClientConnection, Wire>>),
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    fn tcp(&self) -> &TcpStream {
+    /// The paced socket underneath.
+    fn wire(&self) -> &Wire {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// The paced socket underneath, mutably.
+    fn wire_mut(&mut self) -> &mut Wire {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &mut s.sock,
         }
     }
 }
@@ -92,12 +159,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The pace of this connection's socket.
+    pub fn pace(&mut self) -> &mut Pace {
+        &mut self.io.get_mut().wire_mut().pace
+    }
+
     /// Whether an idle connection still looks usable: no EOF and no unexpected bytes waiting.
     fn is_alive(&self) -> bool {
         if !self.io.buffer().is_empty() {
             return false;
         }
-        let tcp = self.io.get_ref().tcp();
+        let tcp = &self.io.get_ref().wire().tcp;
         if tcp.set_nonblocking(true).is_err() {
             return false;
         }
@@ -131,7 +203,11 @@ impl Pool {
 /// Settings needed to open a connection.
 pub(crate) struct Dial<'a> {
     pub connect_timeout: Duration,
+    /// No byte at all for this long aborts (zero: no limit).
     pub io_timeout: Duration,
+    pub low_speed: LowSpeed,
+    /// When the whole transfer must be over (bounds the connect too).
+    pub deadline: Option<Instant>,
     pub proxy: Option<&'a Proxy>,
     /// TLS configuration; required when the target is https.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -145,6 +221,10 @@ pub(crate) fn open(url: &Url, dial: &Dial<'_>) -> Result<Conn> {
             .map_err(|e| e.context(format!("connecting to proxy {}", p.authority())))?,
         None => tcp_connect(&url.host, url.port, dial)?,
     };
+    let tcp = Wire {
+        tcp,
+        pace: Pace::new(dial.low_speed, dial.io_timeout, dial.deadline),
+    };
     let stream = if url.https {
         let tcp = match dial.proxy {
             Some(p) => connect_tunnel(tcp, p, url)?,
@@ -157,7 +237,7 @@ pub(crate) fn open(url: &Url, dial: &Dial<'_>) -> Result<Conn> {
         };
         Stream::Tls(Box::new(super::tls::handshake(config, tcp, url)?))
     } else {
-        Stream::Plain(tcp)
+        Stream::Plain(Box::new(tcp))
     };
     Ok(Conn {
         io: BufReader::with_capacity(READ_BUFFER, stream),
@@ -181,15 +261,22 @@ fn tcp_connect(host: &str, port: u16, dial: &Dial<'_>) -> Result<TcpStream> {
         })?
         .collect();
     let mut last = None;
+    let mut timeout = dial.connect_timeout;
     for addr in &addrs {
-        match connect_addr(addr, dial) {
+        timeout = connect_timeout(dial);
+        match connect_addr(addr, timeout, dial) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
     }
     let why = match last {
+        // Refused: the host answered that no one listens there; trying again will not help.
+        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Error::new(format!("nothing is listening at {name}"))
+                .hint("is the registry running, and is the address right?"));
+        }
         Some(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
-            format!("timed out after {}s", dial.connect_timeout.as_secs())
+            format!("timed out after {}s", timeout.as_secs_f64().round())
         }
         Some(e) => e.to_string(),
         None => "no addresses found".to_string(),
@@ -200,16 +287,31 @@ fn tcp_connect(host: &str, port: u16, dial: &Dial<'_>) -> Result<TcpStream> {
     ))
 }
 
-/// One connection attempt with the configured timeouts applied.
-fn connect_addr(addr: &SocketAddr, dial: &Dial<'_>) -> io::Result<TcpStream> {
-    let tcp = if dial.connect_timeout.is_zero() {
+/// The connect timeout, shortened to what is left before the deadline (at least 1 s).
+fn connect_timeout(dial: &Dial<'_>) -> Duration {
+    let Some(deadline) = dial.deadline else {
+        return dial.connect_timeout;
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    if dial.connect_timeout.is_zero() {
+        left
+    } else {
+        dial.connect_timeout.min(left)
+    }
+}
+
+/// One connection attempt; blocked reads and writes then wake up every pace tick.
+fn connect_addr(addr: &SocketAddr, timeout: Duration, dial: &Dial<'_>) -> io::Result<TcpStream> {
+    let tcp = if timeout.is_zero() {
         TcpStream::connect(addr)?
     } else {
-        TcpStream::connect_timeout(addr, dial.connect_timeout)?
+        TcpStream::connect_timeout(addr, timeout)?
     };
-    let io_timeout = (!dial.io_timeout.is_zero()).then_some(dial.io_timeout);
-    tcp.set_read_timeout(io_timeout)?;
-    tcp.set_write_timeout(io_timeout)?;
+    let tick = tick(&dial.low_speed, dial.io_timeout);
+    tcp.set_read_timeout(tick)?;
+    tcp.set_write_timeout(tick)?;
     tcp.set_nodelay(true)?;
     Ok(tcp)
 }

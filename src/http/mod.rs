@@ -16,6 +16,7 @@
 mod base64;
 mod body;
 mod conn;
+mod pace;
 mod proxy;
 mod request;
 mod response;
@@ -29,11 +30,12 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 // Used by the registry layer (Basic credentials, tokens).
 #[allow(unused_imports)]
 pub use self::base64::{base64_decode, base64_encode};
+pub use self::pace::LowSpeed;
 pub use self::proxy::ProxyEnv;
 pub use self::url::Url;
 
@@ -63,8 +65,10 @@ pub struct Options {
     pub extra_ca_files: Vec<PathBuf>,
     /// Time allowed for each TCP connect attempt (zero: the system default).
     pub connect_timeout: Duration,
-    /// Time allowed for each read or write on an open connection (zero: none).
+    /// A connection that moves no byte at all for this long is dropped (zero: never).
     pub io_timeout: Duration,
+    /// The low-speed rule applied to each request: head, body, both ways.
+    pub low_speed: LowSpeed,
 }
 
 impl Default for Options {
@@ -73,6 +77,7 @@ impl Default for Options {
             extra_ca_files: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(120),
+            low_speed: LowSpeed::DEFAULT,
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct Request<'a> {
     /// by the client; `User-Agent` and `Connection` are defaults that these override.
     pub headers: Vec<(String, String)>,
     pub body: Body<'a>,
+    /// When the logical transfer this request belongs to runs out of time: an
+    /// attempt that has not moved a low-speed window's worth of bytes by then is
+    /// stopped (`None`: no deadline).
+    pub deadline: Option<Instant>,
 }
 
 /// A request body.
@@ -154,7 +163,7 @@ impl Client {
         let mut retried = false;
         loop {
             let conn = self
-                .connection(req.url, proxy.as_ref())
+                .connection(req.url, proxy.as_ref(), req.deadline)
                 .map_err(|e| e.context(&what))?;
             match self.exchange(conn, &mut req, proxy.as_ref()) {
                 Ok(resp) => return Ok(resp),
@@ -165,13 +174,20 @@ impl Client {
     }
 
     /// The pooled connection for this target if still alive, else a new one.
-    fn connection(&self, url: &Url, proxy: Option<&Proxy>) -> Result<Conn> {
+    fn connection(
+        &self,
+        url: &Url,
+        proxy: Option<&Proxy>,
+        deadline: Option<Instant>,
+    ) -> Result<Conn> {
         if let Some(conn) = self.pool.take(&ConnKey::new(url, proxy)) {
             return Ok(conn);
         }
         let dial = Dial {
             connect_timeout: self.opts.connect_timeout,
             io_timeout: self.opts.io_timeout,
+            low_speed: self.opts.low_speed,
+            deadline,
             proxy,
             tls: self.tls.clone(),
         };
@@ -193,6 +209,7 @@ impl Client {
             http_proxy: proxy.filter(|_| !req.url.https),
         };
         let head = head_bytes(&spec).map_err(Failure::Fatal)?;
+        conn.pace().restart(req.deadline);
         let write_error = match write_request(&mut conn, head, &mut req.body) {
             Ok(()) => None,
             Err(StreamError::Source(e)) => return Err(Failure::Fatal(e)),
@@ -200,7 +217,10 @@ impl Client {
         };
         let head = match read_final_head(&mut conn) {
             Ok(head) => head,
-            Err(HeadError::Nothing(e)) if conn.reused => return Err(Failure::Stale(e)),
+            // A reused connection the server closed meanwhile; not one that was too slow.
+            Err(HeadError::Nothing(e)) if conn.reused && !conn.pace().tripped() => {
+                return Err(Failure::Stale(e))
+            }
             Err(e) => {
                 let e = write_error.unwrap_or_else(|| e.into_error().context("reading response"));
                 return Err(Failure::Fatal(e));

@@ -5,10 +5,10 @@
 //! the process environment. Proxy credentials never appear in error messages.
 
 use std::io::{BufReader, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 
 use super::base64::base64_encode;
-use super::conn::io_error;
+use super::conn::{io_error, Wire};
 use super::response::read_head;
 use super::url::Url;
 use crate::error::{Error, Kind, Result};
@@ -240,7 +240,7 @@ fn percent_decode(s: &str) -> Vec<u8> {
 }
 
 /// Asks the proxy on `tcp` to open a tunnel to `target`; returns the stream once it is open.
-pub(crate) fn connect_tunnel(tcp: TcpStream, proxy: &Proxy, target: &Url) -> Result<TcpStream> {
+pub(crate) fn connect_tunnel(tcp: Wire, proxy: &Proxy, target: &Url) -> Result<Wire> {
     let what = || {
         format!(
             "proxy {} tunnel to {}",

@@ -19,6 +19,7 @@ fn client(extra_ca_files: Vec<PathBuf>) -> Client {
         extra_ca_files,
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(10),
+        low_speed: LowSpeed::DEFAULT,
     };
     Client::with_proxy_env(opts, ProxyEnv::default())
 }
@@ -31,6 +32,7 @@ fn send(c: &mut Client, method: &str, url: &str) -> Result<Response> {
         url: &url,
         headers: vec![],
         body: Body::Empty,
+        deadline: None,
     })
 }
 
@@ -192,6 +194,7 @@ fn interim_100_continue_before_201() {
             url: &url,
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: Body::Bytes(b"{\"a\":1}"),
+            deadline: None,
         })
         .unwrap();
     assert_eq!(resp.status, 201);
@@ -373,7 +376,7 @@ fn truncated_body_is_transient() {
 }
 
 #[test]
-fn connection_refused_is_transient_and_names_host() {
+fn connection_refused_is_final_and_names_host() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -385,10 +388,12 @@ fn connection_refused_is_transient_and_names_host() {
         &format!("http://127.0.0.1:{port}/v2/"),
     )
     .unwrap_err();
-    assert_eq!(e.kind(), Kind::Transient);
+    // Nothing listens: retrying cannot help, and the error says what to check.
+    assert_eq!(e.kind(), Kind::Other);
     assert!(
-        e.to_string()
-            .contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        e.to_string().ends_with(&format!(
+            "nothing is listening at 127.0.0.1:{port}: is the registry running, and is the address right?"
+        )),
         "{e}"
     );
 }
@@ -437,6 +442,7 @@ fn streaming_upload_arrives_intact() {
                 reader: &mut reader,
                 len: LEN,
             },
+            deadline: None,
         })
         .unwrap();
     assert_eq!(resp.status, 201);
@@ -470,6 +476,7 @@ fn short_stream_body_is_an_error() {
                 reader: &mut reader,
                 len: 20,
             },
+            deadline: None,
         })
         .unwrap_err();
     assert!(
@@ -509,6 +516,7 @@ fn early_error_response_during_upload_is_returned() {
             reader: &mut reader,
             len: 64 << 20,
         },
+        deadline: None,
     });
     // Either the server's answer or a clean send error; never a hang or panic.
     match resp {
@@ -863,4 +871,158 @@ fn tls_close_delimited_body_needs_close_notify() {
             assert!(e.to_string().contains("close_notify"), "{e}");
         }
     }
+}
+
+/// A client whose low-speed window is `secs` seconds (1 KiB/s).
+fn slow_link_client(secs: u64) -> Client {
+    let opts = Options {
+        low_speed: LowSpeed {
+            limit: 1024,
+            time: Duration::from_secs(secs),
+        },
+        ..Options::default()
+    };
+    Client::with_proxy_env(opts, ProxyEnv::default())
+}
+
+/// Reads one request, then writes `fast` at once and `slow` one byte every 100 ms
+/// (until the client leaves).
+fn trickle(listener: TcpListener, fast: &'static [u8], slow: &'static [u8]) {
+    let (stream, _) = listener.accept().unwrap();
+    let mut r = BufReader::new(stream);
+    read_request(&mut r);
+    let _ = r.get_mut().write_all(fast);
+    for b in slow {
+        if r.get_mut().write_all(&[*b]).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn trickling_head_breaks_the_low_speed_rule() {
+    let (base, server) = serve(|l| {
+        trickle(l, b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: 0123456789012345678901234567890123456789\r\n\r\n")
+    });
+    let t0 = std::time::Instant::now();
+    let e = send(&mut slow_link_client(1), "GET", &format!("{base}/v2/")).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(e.kind(), Kind::Transient);
+    assert!(
+        e.to_string().contains("registry sent ")
+            && e.to_string().contains("in 1 s (below 1.0 KiB/s)"),
+        "{e}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn trickling_body_breaks_the_low_speed_rule_while_bytes_still_come() {
+    let (base, server) = serve(|l| {
+        trickle(
+            l,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            b"abcdefghijklmnopqrstuvwxyz",
+        )
+    });
+    let mut resp = send(&mut slow_link_client(1), "GET", &format!("{base}/b")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = resp.read_limited(1000).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(e.to_string().contains("(below 1.0 KiB/s)"), "{e}");
+    drop(resp);
+    server.join().unwrap();
+}
+
+#[test]
+fn peer_that_stops_reading_an_upload_breaks_the_rule() {
+    let (base, server) = serve(|l| {
+        let (stream, _) = l.accept().unwrap();
+        // Never read: the socket buffers fill and the client's writes block.
+        thread::sleep(Duration::from_secs(4));
+        drop(stream);
+    });
+    let url = Url::parse(&format!("{base}/v2/x/blobs/uploads/u")).unwrap();
+    let mut reader = Pattern {
+        pos: 0,
+        len: 256 << 20,
+    };
+    let t0 = std::time::Instant::now();
+    let e = slow_link_client(1)
+        .send(Request {
+            method: "PUT",
+            url: &url,
+            headers: vec![],
+            body: Body::Stream {
+                reader: &mut reader,
+                len: 256 << 20,
+            },
+            deadline: None,
+        })
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(
+        e.to_string().contains("registry took ") && e.to_string().contains("(below 1.0 KiB/s)"),
+        "{e}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn deadline_stops_a_silent_server_before_the_window() {
+    let (base, server) = serve(|l| {
+        let (stream, _) = l.accept().unwrap();
+        thread::sleep(Duration::from_secs(3));
+        drop(stream);
+    });
+    let url = Url::parse(&format!("{base}/v2/")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = slow_link_client(30)
+        .send(Request {
+            method: "GET",
+            url: &url,
+            headers: vec![],
+            body: Body::Empty,
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(1)),
+        })
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        e.to_string().contains("time for this transfer ran out"),
+        "{e}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn slow_answer_on_a_reused_connection_is_not_retried_as_stale() {
+    let (base, server) = serve(|l| {
+        let (stream, _) = l.accept().unwrap();
+        let mut r = BufReader::new(stream);
+        read_request(&mut r);
+        r.get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        read_request(&mut r);
+        thread::sleep(Duration::from_secs(3));
+    });
+    let mut c = slow_link_client(1);
+    send(&mut c, "GET", &format!("{base}/a")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = send(&mut c, "GET", &format!("{base}/b")).unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        e.to_string().contains("registry sent 0 bytes in 1 s"),
+        "{e}"
+    );
+    server.join().unwrap();
 }

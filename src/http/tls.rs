@@ -4,7 +4,7 @@
 //! `SSL_CERT_FILE` and any `--ca-cert` files, all at once — a private CA
 //! never replaces the public roots.
 
-use std::net::TcpStream;
+use super::conn::Wire;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,9 +93,9 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 /// Runs the TLS handshake on `tcp` for `url`'s host; errors name host:port and say what to do.
 pub(crate) fn handshake(
     config: Arc<ClientConfig>,
-    mut tcp: TcpStream,
+    mut tcp: Wire,
     url: &Url,
-) -> Result<StreamOwned<ClientConnection, TcpStream>> {
+) -> Result<StreamOwned<ClientConnection, Wire>> {
     let what = || format!("TLS handshake with {} failed", url.authority());
     let name = ServerName::try_from(url.host.clone()).map_err(|_| {
         Error::new(format!("invalid TLS server name {:?}", url.host)).context(what())

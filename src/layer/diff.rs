@@ -1,5 +1,8 @@
 //! What changed in a barge tree since its record: walks the working tree with
 //! lstat (skipping only `ROOT/.git`) and compares every entry with the merged view.
+//! `ROOT/.git` is barge's repository on disk; the merged view's entries there are an
+//! image's own root `.git`, kept only in the record: they are carried over as they
+//! are, never compared, changed or deleted.
 //!
 //! Stat data avoids re-reading files: an entry whose (ino, size, mtime, ctime,
 //! st_mode, uid, gid) all match the stat cache is unchanged (any chmod, chown,
@@ -66,14 +69,18 @@ pub fn diff(root: &Path, old: &Tree) -> Result<Diff> {
         );
     }
     tree.regroup_hardlinks();
-    stat_moved |= tree.entries.len() != old.entries.len();
+    let kept: Vec<(ImagePath, TreeEntry)> = old
+        .root_git_entries()
+        .map(|(p, t)| (p.clone(), t.clone()))
+        .collect();
+    stat_moved |= tree.entries.len() + kept.len() != old.entries.len();
     add_hardlink_groups(&tree, old, &mut changed);
 
     let mut changes = Vec::new();
     for (p, _) in old
         .entries
         .iter()
-        .filter(|(p, _)| !tree.entries.contains_key(*p))
+        .filter(|(p, _)| !tree.entries.contains_key(*p) && !is_root_git(p))
     {
         let parent_is_dir = tree
             .entries
@@ -91,11 +98,19 @@ pub fn diff(root: &Path, old: &Tree) -> Result<Diff> {
         }
     }
     changes.sort_by(|a, b| change_path(a).cmp(change_path(b)));
+    tree.entries.extend(kept);
     Ok(Diff {
         changes,
         tree,
         stat_moved,
     })
+}
+
+/// Whether an image path is the root's `.git` or below it: where barge's repository
+/// is on disk, so the image's own entries there live only in the record.
+pub fn is_root_git(p: &[u8]) -> bool {
+    p.strip_prefix(b".git")
+        .is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
 }
 
 /// The path a change is about.
@@ -552,5 +567,61 @@ mod tests {
             write(r, "usr/src/app/.git/HEAD", "ref: x\n")
         });
         assert_eq!(c, ["+usr/src/app/.git/HEAD"]);
+    }
+
+    /// An image's own root `.git` lives only in the record: never deleted, changed
+    /// or grouped with files on disk, and carried into the new tree as it was.
+    #[test]
+    fn the_images_root_git_stays_in_the_record() {
+        let root = tmpdir("rootgit");
+        base_tree(&root);
+        pull_like(&root, true);
+        let rec = Record::load(&root).unwrap();
+        let mut old = rec.tree().clone();
+        let passwd = old.entries[&b"etc/passwd"[..]].clone();
+        let mut add = |p: &str, kind: EntryKind, link: Option<&str>| {
+            let mut t = passwd.clone();
+            t.entry.path = p.as_bytes().to_vec();
+            t.entry.kind = kind;
+            t.entry.link = link.map(|l| l.as_bytes().to_vec());
+            t.stat = None;
+            old.entries.insert(t.entry.path.clone(), t);
+        };
+        add(".git", EntryKind::Dir, None);
+        add(".git/hooks/post-checkout", EntryKind::File, None);
+        add(".git/config", EntryKind::Hardlink, Some("etc/passwd"));
+        add(".gitx", EntryKind::File, None);
+        let d = diff(&root, &old).unwrap();
+        let paths: Vec<&[u8]> = d.changes.iter().map(change_path).collect();
+        assert_eq!(paths, [&b".gitx"[..]], "only the non-.git entry is gone");
+        for p in [".git", ".git/hooks/post-checkout", ".git/config"] {
+            assert_eq!(
+                d.tree.entries.get(p.as_bytes()),
+                old.entries.get(p.as_bytes())
+            );
+        }
+        // After a real change, the root's .git is still carried, nothing of it emitted.
+        write(&root, "etc/passwd", "changed\n");
+        let d = diff(&root, &old).unwrap();
+        assert!(d.changes.iter().all(|c| !is_root_git(change_path(c))));
+        assert_eq!(d.tree.root_git_entries().count(), 3);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn root_git_paths() {
+        for p in [".git", ".git/config", ".git/hooks/x"] {
+            assert!(is_root_git(p.as_bytes()), "{p}");
+        }
+        for p in [
+            ".gitignore",
+            ".git2/x",
+            "a/.git",
+            "a/.git/config",
+            ".GIT",
+            "",
+        ] {
+            assert!(!is_root_git(p.as_bytes()), "{p}");
+        }
     }
 }

@@ -6,6 +6,12 @@
 //! staging directory is made inside it and its children are moved up at the end.
 //! Until `commit`, dropping the `Stage` removes everything it created, so the
 //! target is left exactly as it was.
+//!
+//! Inside the staging directory S, the tree is built in `S/rootfs` (the root layers
+//! are applied to) and `pull -g` keeps its git repository in `S/git`, a sibling the
+//! root can never reach (every path is resolved inside the root, see `fsroot`),
+//! whatever an image names. [`Stage::install_git`] makes it the tree's `.git` once
+//! the last layer is in, replacing whatever the image put there.
 
 use crate::error::{Context, Error, Result};
 use crate::layer::fsroot::{self, remove_tree_at};
@@ -19,6 +25,10 @@ use std::path::{Path, PathBuf};
 const STAGING_MODE: u32 = 0o700;
 /// Mode given to the target if no layer set the root directory's mode.
 const DEFAULT_ROOT_MODE: u32 = 0o755;
+/// The tree's directory inside the staging directory.
+const ROOT_NAME: &str = "rootfs";
+/// The git directory's place inside the staging directory, beside the tree.
+const GIT_NAME: &str = "git";
 
 /// The mode [`Stage::commit`] gives the target, given the staging root's `st_mode`
 /// after extraction (the staging mode itself means no layer set one).
@@ -77,32 +87,81 @@ impl Stage {
                 ))
             })?
         };
-        Ok(Stage {
+        let stage = Stage {
             target: target.to_path_buf(),
             staging,
             inside,
             committed: false,
-        })
+        };
+        make_dir(&stage.root_path())?;
+        Ok(stage)
     }
 
-    /// Where the layers are to be extracted.
+    /// The staging directory itself (it holds [`Self::root_path`] and
+    /// [`Self::git_path`]).
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.staging
+    }
+
+    /// Where the layers are to be extracted: the directory that becomes the target.
+    pub fn root_path(&self) -> PathBuf {
+        self.staging.join(ROOT_NAME)
+    }
+
+    /// Where `pull -g` creates its git directory: beside the root, out of its reach.
+    pub fn git_path(&self) -> PathBuf {
+        self.staging.join(GIT_NAME)
+    }
+
+    /// Makes [`Self::git_path`] (if it exists) the root's `.git`: whatever the layers
+    /// left at `.git` (a directory, file, symlink, hardlink, ...) is removed first,
+    /// never following a link; returns whether there was something. [`Self::commit`]
+    /// does it if it was not done.
+    pub fn install_git(&self) -> Result<bool> {
+        let staging = open_dir(&self.staging)?;
+        let git = CString::new(GIT_NAME).map_err(|_| Error::new("NUL byte in a name"))?;
+        if lstat_is_dir(staging.as_raw_fd(), &git)
+            .context("checking the git directory")?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let root_path = self.root_path();
+        let root = open_dir(&root_path)?;
+        // The layers set the root's mode and mtime: the swap changes neither (a root
+        // without write permission is opened for the owner meanwhile).
+        let before = std::fs::symlink_metadata(&root_path)
+            .with_context(|| format!("reading {}", root_path.display()))?;
+        let mode = before.permissions().mode() & 0o7777;
+        if mode & 0o300 != 0o300 && unsafe { libc::fchmod(root.as_raw_fd(), mode | 0o700) } < 0 {
+            return Err(Error::from(std::io::Error::last_os_error())
+                .context(format!("opening {} for the owner", root_path.display())));
+        }
+        let swapped = swap_git(&staging, &git, &root);
+        let restored = apply_root_meta(&root_path, &before, mode);
+        let had = swapped?;
+        restored.with_context(|| format!("restoring the metadata of {}", root_path.display()))?;
+        Ok(had)
     }
 
     /// Puts the extracted tree in place as the target, with the root directory's
     /// mode, owner and mtime as the layers set them.
     pub fn commit(mut self) -> Result<()> {
-        let meta = std::fs::symlink_metadata(&self.staging)
-            .with_context(|| format!("reading {}", self.staging.display()))?;
+        self.install_git()?;
+        let root = self.root_path();
+        let meta = std::fs::symlink_metadata(&root)
+            .with_context(|| format!("reading {}", root.display()))?;
         let mode = final_root_mode(meta.permissions().mode());
         let shown = self.target.display().to_string();
         if self.inside {
             self.move_children_up()
                 .with_context(|| format!("moving the extracted tree into {shown}"))?;
         } else {
-            std::fs::rename(&self.staging, &self.target)
+            std::fs::rename(&root, &self.target)
                 .with_context(|| format!("renaming the extracted tree to {shown}"))?;
+            std::fs::remove_dir(&self.staging)
+                .with_context(|| format!("removing {}", self.staging.display()))?;
         }
         self.committed = true;
         apply_root_meta(&self.target, &meta, mode)
@@ -111,7 +170,7 @@ impl Stage {
 
     /// Inside-target case: renames each child of the staging dir into the target.
     fn move_children_up(&self) -> Result<()> {
-        let staging = open_dir(&self.staging)?;
+        let staging = open_dir(&self.root_path())?;
         let target = open_dir(&self.target)?;
         let children = fsroot::read_dir_fd(dup(&staging)?)?;
         for (name, _) in children {
@@ -128,6 +187,7 @@ impl Stage {
                 return Err(std::io::Error::last_os_error().into());
             }
         }
+        std::fs::remove_dir(self.root_path())?;
         std::fs::remove_dir(&self.staging)?;
         Ok(())
     }
@@ -153,6 +213,27 @@ impl Drop for Stage {
     }
 }
 
+/// Removes whatever is at `root/.git` (not following links), then renames
+/// `staging/git` to it; returns whether there was something.
+fn swap_git(staging: &OwnedFd, git: &std::ffi::CStr, root: &OwnedFd) -> Result<bool> {
+    let dot_git = CString::new(".git").map_err(|_| Error::new("NUL byte in a name"))?;
+    let had = remove_any_at(root.as_raw_fd(), &dot_git)
+        .context("removing the image's own /.git from the extracted tree")?;
+    let r = unsafe {
+        libc::renameat(
+            staging.as_raw_fd(),
+            git.as_ptr(),
+            root.as_raw_fd(),
+            dot_git.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::from(std::io::Error::last_os_error())
+            .context("moving the git repository into the extracted tree"));
+    }
+    Ok(had)
+}
+
 /// Owner (where permitted), mode and mtime of the committed root.
 fn apply_root_meta(target: &Path, meta: &std::fs::Metadata, mode: u32) -> Result<()> {
     let dir = open_dir(target)?;
@@ -175,6 +256,44 @@ fn apply_root_meta(target: &Path, meta: &std::fs::Metadata, mode: u32) -> Result
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
+}
+
+/// Removes `name` in `dir` whatever it is, never following a symlink; returns
+/// whether it existed.
+fn remove_any_at(dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> Result<bool> {
+    match lstat_is_dir(dir, name)? {
+        None => return Ok(false),
+        Some(true) => remove_tree_at(dir, name)?,
+        Some(false) => {
+            if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Whether `name` in `dir` is a directory (None: it does not exist), not following links.
+fn lstat_is_dir(dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> std::io::Result<Option<bool>> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+}
+
+/// Creates directory `p` with exactly the staging mode.
+fn make_dir(p: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(STAGING_MODE)
+        .create(p)
+        .and_then(|()| std::fs::set_permissions(p, std::fs::Permissions::from_mode(STAGING_MODE)))
+        .with_context(|| format!("creating {}", p.display()))
 }
 
 /// Creates `dir/<prefix>-XXXXXX` (mode 0700) with a fresh random-ish suffix.
@@ -270,10 +389,14 @@ mod tests {
             .to_string_lossy()
             .starts_with(".rootfs.barge-"));
         assert_eq!(
-            std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(s.root_path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o700
         );
-        fill(s.path());
+        fill(&s.root_path());
         s.commit().unwrap();
         assert_eq!(names(t.path()), ["rootfs"]);
         assert_eq!(names(&target), ["etc", "loop"]);
@@ -290,7 +413,7 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         let s = Stage::create(&target).unwrap();
         assert!(s.path().starts_with(&target));
-        fill(s.path());
+        fill(&s.root_path());
         s.commit().unwrap();
         assert_eq!(names(&target), ["etc", "loop"]);
         assert_eq!(names(t.path()), ["mnt"]);
@@ -321,21 +444,87 @@ mod tests {
         std::fs::write(t.path().join("canary"), b"alive").unwrap();
         let target = t.path().join("new");
         let s = Stage::create(&target).unwrap();
-        fill(s.path());
-        std::os::unix::fs::symlink(t.path(), s.path().join("up")).unwrap();
-        std::fs::create_dir(s.path().join("ro")).unwrap();
-        std::fs::write(s.path().join("ro/f"), b"").unwrap();
-        std::fs::set_permissions(s.path().join("ro"), std::fs::Permissions::from_mode(0o555))
-            .unwrap();
+        fill(&s.root_path());
+        std::os::unix::fs::symlink(t.path(), s.root_path().join("up")).unwrap();
+        std::fs::create_dir(s.root_path().join("ro")).unwrap();
+        std::fs::write(s.root_path().join("ro/f"), b"").unwrap();
+        std::fs::set_permissions(
+            s.root_path().join("ro"),
+            std::fs::Permissions::from_mode(0o555),
+        )
+        .unwrap();
         drop(s);
         assert_eq!(names(t.path()), ["canary"]);
         // Inside an empty target: the target stays, empty.
         let target = t.path().join("mnt");
         std::fs::create_dir(&target).unwrap();
         let s = Stage::create(&target).unwrap();
-        fill(s.path());
+        fill(&s.root_path());
         drop(s);
         assert!(names(&target).is_empty());
         assert_eq!(std::fs::read(t.path().join("canary")).unwrap(), b"alive");
+    }
+
+    #[test]
+    fn install_git_replaces_any_dot_git_without_following_links() {
+        let t = TempDir::new("stage");
+        std::fs::create_dir(t.path().join("outside")).unwrap();
+        std::fs::write(t.path().join("outside/keep"), b"k").unwrap();
+        type Make = fn(&Path, &Path);
+        let kinds: [(&str, Make); 6] = [
+            ("dir", |r, _| {
+                std::fs::create_dir_all(r.join(".git/hooks")).unwrap();
+                std::fs::write(r.join(".git/hooks/post-checkout"), b"x").unwrap();
+                std::fs::set_permissions(r.join(".git/hooks"), PermissionsExt::from_mode(0o500))
+                    .unwrap();
+            }),
+            ("file", |r, _| {
+                std::fs::write(r.join(".git"), b"gitdir: /tmp\n").unwrap()
+            }),
+            ("symlink", |r, out| {
+                std::os::unix::fs::symlink(out, r.join(".git")).unwrap()
+            }),
+            ("hardlink", |r, _| {
+                std::fs::write(r.join("f"), b"f").unwrap();
+                std::fs::hard_link(r.join("f"), r.join(".git")).unwrap();
+            }),
+            ("fifo", |r, _| {
+                let c = CString::new(r.join(".git").as_os_str().as_bytes()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }),
+            ("none", |_, _| {}),
+        ];
+        for (name, make) in kinds {
+            let target = t.path().join(name);
+            let s = Stage::create(&target).unwrap();
+            let root = s.root_path();
+            make(&root, &t.path().join("outside"));
+            std::fs::create_dir(s.git_path()).unwrap();
+            std::fs::write(s.git_path().join("HEAD"), b"barge").unwrap();
+            // A read-only root with the image's mtime keeps both.
+            std::fs::set_permissions(&root, PermissionsExt::from_mode(0o555)).unwrap();
+            let c = CString::new(root.as_os_str().as_bytes()).unwrap();
+            let mut ts: [libc::timespec; 2] = unsafe { std::mem::zeroed() };
+            ts[0].tv_nsec = libc::UTIME_OMIT;
+            ts[1].tv_sec = 1000;
+            assert_eq!(
+                unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+                0
+            );
+            assert_eq!(s.install_git().unwrap(), name != "none", "{name}");
+            let m = std::fs::metadata(&root).unwrap();
+            assert_eq!((m.mode() & 0o7777, m.mtime()), (0o555, 1000), "{name}");
+            assert!(!s.git_path().exists(), "{name}");
+            assert_eq!(std::fs::read(root.join(".git/HEAD")).unwrap(), b"barge");
+            assert_eq!(names(&root.join(".git")), ["HEAD"], "{name}");
+            s.commit().unwrap();
+            assert_eq!(std::fs::read(target.join(".git/HEAD")).unwrap(), b"barge");
+        }
+        assert_eq!(names(&t.path().join("outside")), ["keep"]);
+        assert_eq!(
+            names(t.path()),
+            ["dir", "fifo", "file", "hardlink", "none", "outside", "symlink"]
+        );
+        assert_eq!(std::fs::read(t.path().join("hardlink/f")).unwrap(), b"f");
     }
 }

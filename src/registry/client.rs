@@ -1,12 +1,14 @@
 //! The registry conversation as explicit states: ping `/v2/`, answer the 401
 //! challenge (Basic, or Bearer via a token from the realm), then requests with
 //! that authorization; redirects followed by hand (credentials never leave the
-//! registry's origin), transient failures retried with backoff.
+//! registry's origin), transient failures retried with backoff within the
+//! logical transfer's [`Budget`].
 
 use crate::error::{Context, Error, Kind, Result};
-use crate::http::{Body, Client, Options, Request, Response, Url};
+use crate::http::{Body, Client, LowSpeed, Options, Request, Response, Url};
 use crate::reference::Reference;
 use crate::registry::auth::{self, Challenge};
+use crate::registry::budget::Budget;
 use crate::registry::credentials::Credentials;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +20,8 @@ pub struct TransportOptions {
     pub ca_files: Vec<PathBuf>,
     /// Registries to talk to over plain HTTP (`--insecure HOST[:PORT]`).
     pub insecure: Vec<String>,
+    /// `--low-speed-limit` / `--low-speed-time`.
+    pub low_speed: LowSpeed,
 }
 
 /// Where the authorization conversation stands.
@@ -45,13 +49,15 @@ pub struct Registry {
     creds: Option<Credentials>,
     scopes: Vec<String>,
     state: AuthState,
+    low_speed: LowSpeed,
     /// Loopback and `--insecure` registries: HTTPS is tried first, and plain
     /// HTTP used when the server does not speak TLS (as Docker does).
     may_fall_back: bool,
 }
 
 const MAX_REDIRECTS: usize = 5;
-const MAX_ATTEMPTS: u32 = 4;
+/// How many times one request is sent when it fails transiently (within its budget).
+pub const MAX_ATTEMPTS: u32 = 4;
 const MAX_ERROR_BODY: u64 = 64 << 10;
 const MAX_TOKEN_BODY: u64 = 1 << 20;
 
@@ -78,7 +84,8 @@ impl Registry {
         let opts = Options {
             extra_ca_files: transport.ca_files.clone(),
             connect_timeout: Duration::from_secs(30),
-            io_timeout: Duration::from_secs(120),
+            io_timeout: transport.low_speed.idle_limit(),
+            low_speed: transport.low_speed,
         };
         Ok(Registry {
             http: Client::new(opts)?,
@@ -87,6 +94,7 @@ impl Registry {
             creds,
             scopes,
             state: AuthState::Unknown,
+            low_speed: transport.low_speed,
             may_fall_back,
         })
     }
@@ -96,14 +104,19 @@ impl Registry {
         &self.name
     }
 
+    /// A fresh retry budget for one logical transfer with this registry.
+    pub fn budget(&self) -> Budget {
+        Budget::new(&self.low_speed)
+    }
+
     /// Pings `/v2/` and settles how to authenticate.
-    pub fn ping(&mut self) -> Result<()> {
+    fn ping(&mut self, budget: &mut Budget) -> Result<()> {
         let url = self.base.join("/v2/")?;
-        let resp = match self.send_retrying("GET", &url, &[], &[], true) {
+        let resp = match self.send_retrying(budget, MAX_ATTEMPTS, "GET", &url, &[], &[], true) {
             Err(e) if e.kind() == Kind::NotTls && self.may_fall_back => {
                 self.base = Url::parse(&format!("http://{}/", self.name))?;
                 self.may_fall_back = false;
-                return self.ping();
+                return self.ping(budget);
             }
             r => r.with_context(|| format!("contact registry {}", self.name))?,
         };
@@ -113,7 +126,7 @@ impl Registry {
                 self.state = AuthState::Anonymous;
                 Ok(())
             }
-            401 => self.answer_challenge(resp),
+            401 => self.answer_challenge(budget, resp),
             404 => Err(Error::new(format!(
                 "{} does not speak the registry API v2 (GET /v2/ answered 404)",
                 self.name
@@ -129,7 +142,7 @@ impl Registry {
         if self.creds.is_none() {
             return Err(self.needs_credentials());
         }
-        self.ping()?;
+        self.ping(&mut self.budget())?;
         if matches!(self.state, AuthState::Anonymous) {
             return Ok(());
         }
@@ -141,7 +154,7 @@ impl Registry {
     }
 
     /// Sets the auth state from a 401's `WWW-Authenticate`.
-    fn answer_challenge(&mut self, resp: Response) -> Result<()> {
+    fn answer_challenge(&mut self, budget: &mut Budget, resp: Response) -> Result<()> {
         let challenges: Vec<Challenge> = resp
             .header_all("www-authenticate")
             .filter_map(|h| auth::parse_www_authenticate(h).ok())
@@ -159,7 +172,7 @@ impl Registry {
                 scopes: Vec::new(),
                 token: None,
             };
-            return self.refresh_token(&[]);
+            return self.refresh_token(budget, &[]);
         }
         if challenges
             .iter()
@@ -188,7 +201,7 @@ impl Registry {
     }
 
     /// Fetches a Bearer token covering our scopes plus `extra`.
-    fn refresh_token(&mut self, extra: &[String]) -> Result<()> {
+    fn refresh_token(&mut self, budget: &mut Budget, extra: &[String]) -> Result<()> {
         let AuthState::Bearer {
             realm,
             service,
@@ -217,7 +230,7 @@ impl Registry {
             ));
         }
         let mut resp = self
-            .send_retrying("GET", &url, &headers, &[], false)
+            .send_retrying(budget, MAX_ATTEMPTS, "GET", &url, &headers, &[], false)
             .with_context(|| format!("get a token from {}", url.origin()))?;
         match resp.status {
             200 => {}
@@ -275,8 +288,7 @@ impl Registry {
         }
     }
 
-    /// Sends a request to the registry with authorization; on a 401 with a
-    /// Bearer challenge (e.g. a scope not yet granted), gets a new token once.
+    /// Sends a request to the registry with authorization, retried within a budget of its own.
     pub fn request(
         &mut self,
         method: &str,
@@ -284,21 +296,37 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response> {
+        let mut budget = self.budget();
+        self.request_in(&mut budget, MAX_ATTEMPTS, method, path, headers, body)
+    }
+
+    /// Sends a request within `budget`, at most `tries` times when it fails
+    /// transiently; on a 401 with a Bearer challenge (e.g. a scope not yet
+    /// granted), gets a new token once.
+    pub fn request_in(
+        &mut self,
+        budget: &mut Budget,
+        tries: u32,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
         if matches!(self.state, AuthState::Unknown) {
-            self.ping()?;
+            self.ping(budget)?;
         }
         let url = self.base.join(path)?;
-        let resp = self.send_authorized(method, &url, headers, body)?;
+        let resp = self.send_authorized(budget, tries, method, &url, headers, body)?;
         if resp.status != 401 {
             return Ok(resp);
         }
         let extra = challenged_scopes(&resp);
         resp.discard()?;
         match self.state {
-            AuthState::Bearer { .. } => self.refresh_token(&extra)?,
+            AuthState::Bearer { .. } => self.refresh_token(budget, &extra)?,
             AuthState::Anonymous => {
                 self.state = AuthState::Unknown;
-                self.ping()?;
+                self.ping(budget)?;
             }
             _ if self.creds.is_some() => {
                 return Err(Error::with_kind(
@@ -309,7 +337,7 @@ impl Registry {
             }
             _ => return Err(self.needs_credentials()),
         }
-        let resp = self.send_authorized(method, &url, headers, body)?;
+        let resp = self.send_authorized(budget, tries, method, &url, headers, body)?;
         if resp.status == 401 {
             resp.discard()?;
             return Err(match self.creds {
@@ -325,10 +353,11 @@ impl Registry {
     }
 
     /// Sends a request whose body streams from `body` (`len` bytes). A stream
-    /// cannot be replayed: no retries, and a 401 is final (callers have already
+    /// cannot be replayed: one attempt, and a 401 is final (callers have already
     /// talked to this registry, so the token is fresh).
     pub fn request_stream(
         &mut self,
+        budget: &mut Budget,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
@@ -336,15 +365,17 @@ impl Registry {
         len: u64,
     ) -> Result<Response> {
         if matches!(self.state, AuthState::Unknown) {
-            self.ping()?;
+            self.ping(budget)?;
         }
         let url = self.base.join(path)?;
         let all = self.with_authorization(&url, headers);
+        budget.attempt();
         let req = Request {
             method,
             url: &url,
             headers: all,
             body: Body::Stream { reader: body, len },
+            deadline: Some(budget.deadline()),
         };
         let resp = self.http.send(req)?;
         if resp.status == 401 {
@@ -359,6 +390,8 @@ impl Registry {
 
     fn send_authorized(
         &mut self,
+        budget: &mut Budget,
+        tries: u32,
         method: &str,
         url: &Url,
         headers: &[(&str, &str)],
@@ -366,13 +399,16 @@ impl Registry {
     ) -> Result<Response> {
         let all = self.with_authorization(url, headers);
         let follow = method == "GET" || method == "HEAD";
-        self.send_retrying(method, url, &all, body, follow)
+        self.send_retrying(budget, tries, method, url, &all, body, follow)
     }
 
     /// One logical request: retries transient failures, follows redirects by hand
     /// (Authorization dropped when the redirect leaves the registry's origin).
+    #[allow(clippy::too_many_arguments)]
     fn send_retrying(
         &mut self,
+        budget: &mut Budget,
+        tries: u32,
         method: &str,
         url: &Url,
         headers: &[(String, String)],
@@ -383,8 +419,8 @@ impl Registry {
         let mut url = url.clone();
         let mut hops = 0;
         loop {
-            let resp =
-                self.send_with_backoff(method, &url, headers_for(&url, &home, headers), body)?;
+            let headers = headers_for(&url, &home, headers);
+            let resp = self.send_with_backoff(budget, tries, method, &url, headers, body)?;
             if !follow || !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
             }
@@ -403,8 +439,12 @@ impl Registry {
         }
     }
 
+    /// One request, sent again after a transient failure or a 429/5xx while
+    /// `budget` allows it, at most `tries` times.
     fn send_with_backoff(
         &mut self,
+        budget: &mut Budget,
+        tries: u32,
         method: &str,
         url: &Url,
         headers: Vec<(String, String)>,
@@ -414,6 +454,7 @@ impl Registry {
         loop {
             attempt += 1;
             crate::signal::check()?;
+            budget.attempt();
             let req = Request {
                 method,
                 url,
@@ -423,15 +464,26 @@ impl Registry {
                 } else {
                     Body::Bytes(body)
                 },
+                deadline: Some(budget.deadline()),
             };
+            let last = attempt >= tries;
             let wait = match self.http.send(req) {
-                Ok(resp) if attempt < MAX_ATTEMPTS && retryable_status(resp.status) => {
+                Ok(resp) if !last && retryable_status(resp.status) => {
                     let wait = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
+                    if !budget.allows_retry(wait) {
+                        return Ok(resp);
+                    }
                     resp.discard()?;
                     wait
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.kind() == Kind::Transient && attempt < MAX_ATTEMPTS => backoff(attempt),
+                Err(e) if e.kind() == Kind::Transient && tries > 1 => {
+                    let wait = backoff(attempt);
+                    if last || !budget.allows_retry(wait) {
+                        return Err(budget.give_up(e));
+                    }
+                    wait
+                }
                 Err(e) => return Err(e),
             };
             sleep_interruptible(wait)?;
@@ -517,10 +569,12 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 << attempt.min(6))
 }
 
-fn sleep_interruptible(d: Duration) -> Result<()> {
+/// Waits `d` (a back-off), stopping early on Ctrl-C; the progress line keeps moving.
+pub(crate) fn sleep_interruptible(d: Duration) -> Result<()> {
     let end = std::time::Instant::now() + d;
     while std::time::Instant::now() < end {
         crate::signal::check()?;
+        crate::progress::idle();
         std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));
     }
     Ok(())

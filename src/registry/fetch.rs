@@ -1,13 +1,16 @@
 //! Reading from a repository: manifests (bounded, digest-checked) and blobs
-//! (streamed, resumed with `Range` after a dropped connection).
+//! (streamed, resumed with `Range` after a dropped or too slow connection, a few
+//! times and within the download's time budget).
 
 use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Kind, Result};
 use crate::http::Response;
 use crate::manifest::{ACCEPT, MAX_MANIFEST};
-use crate::registry::client::Registry;
+use crate::registry::budget::Budget;
+use crate::registry::client::{Registry, MAX_ATTEMPTS};
 use std::io::{self, Read};
+use std::time::Instant;
 
 /// A manifest or index as the registry sent it.
 pub struct RawManifest {
@@ -80,7 +83,8 @@ pub fn small_blob(
 }
 
 /// A blob's bytes, exactly `size` of them: more or fewer is an error. A
-/// connection dropped midway is resumed with a `Range` request (a few times).
+/// connection dropped midway is resumed with a `Range` request (a few times, and
+/// only while the download's [`Budget`] allows).
 pub struct BlobReader<'r> {
     reg: &'r mut Registry,
     path: String,
@@ -89,6 +93,10 @@ pub struct BlobReader<'r> {
     offset: u64,
     resp: Option<Response>,
     resumes: u32,
+    budget: Budget,
+    /// When and where the last window's worth of bytes was complete: the time
+    /// from there to the next one was spent making progress.
+    mark: (Instant, u64),
 }
 
 const MAX_RESUMES: u32 = 3;
@@ -101,6 +109,7 @@ impl<'r> BlobReader<'r> {
         size: u64,
     ) -> Result<BlobReader<'r>> {
         let path = format!("/v2/{repo}/blobs/{digest}");
+        let budget = reg.budget();
         let mut r = BlobReader {
             reg,
             path,
@@ -109,6 +118,8 @@ impl<'r> BlobReader<'r> {
             offset: 0,
             resp: None,
             resumes: 0,
+            budget,
+            mark: (Instant::now(), 0),
         };
         r.resp = Some(r.get(None)?);
         Ok(r)
@@ -117,7 +128,14 @@ impl<'r> BlobReader<'r> {
     fn get(&mut self, from: Option<u64>) -> Result<Response> {
         let range = from.map(|n| format!("bytes={n}-"));
         let headers: Vec<(&str, &str)> = range.iter().map(|r| ("Range", r.as_str())).collect();
-        let resp = self.reg.request("GET", &self.path, &headers, &[])?;
+        let resp = self.reg.request_in(
+            &mut self.budget,
+            MAX_ATTEMPTS,
+            "GET",
+            &self.path,
+            &headers,
+            &[],
+        )?;
         let what = format!("blob {}", self.digest);
         match (resp.status, from) {
             (200, None) | (206, Some(_)) => {}
@@ -140,13 +158,43 @@ impl<'r> BlobReader<'r> {
         Ok(resp)
     }
 
+    /// Starts reading again at `offset` (at most the size) with a fresh budget:
+    /// an upload that lost its session sends the blob again.
+    pub fn reopen_at(&mut self, offset: u64) -> Result<()> {
+        if offset > self.size {
+            bail!("cannot read blob {} from byte {offset}", self.digest);
+        }
+        self.resp = None;
+        self.budget = self.reg.budget();
+        self.offset = offset;
+        self.mark = (Instant::now(), offset);
+        self.resp = Some(self.get((offset > 0).then_some(offset))?);
+        Ok(())
+    }
+
+    /// Credits the budget with the time the last window's worth of bytes took.
+    fn note_progress(&mut self) {
+        let (at, from) = self.mark;
+        if self.budget.is_progress(self.offset - from) {
+            let now = Instant::now();
+            self.budget.credit(now - at);
+            self.mark = (now, self.offset);
+        }
+    }
+
     fn resume(&mut self, cause: Error) -> Result<()> {
-        if self.resumes >= MAX_RESUMES || cause.kind() != Kind::Transient {
-            return Err(cause.context(format!("download blob {}", self.digest)));
+        let what = format!("download blob {}", self.digest);
+        if cause.kind() != Kind::Transient {
+            return Err(cause.context(what));
+        }
+        if self.resumes >= MAX_RESUMES || !self.budget.allows_retry(std::time::Duration::ZERO) {
+            return Err(self.budget.give_up(cause).context(what));
         }
         self.resumes += 1;
         self.resp = None;
-        self.resp = Some(self.get(Some(self.offset))?);
+        self.mark = (Instant::now(), self.offset);
+        let resp = self.get(Some(self.offset)).map_err(|e| e.context(what))?;
+        self.resp = Some(resp);
         Ok(())
     }
 }
@@ -182,6 +230,7 @@ impl Read for BlobReader<'_> {
                 }
                 Ok(n) => {
                     self.offset += n as u64;
+                    self.note_progress();
                     return Ok(n);
                 }
                 Err(e)

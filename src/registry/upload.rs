@@ -1,39 +1,143 @@
 //! Writing to a repository: blob existence checks, cross-repository mounts,
-//! upload sessions (monolithic PUT, or chunked PATCH with resume), manifests.
+//! uploads, manifests.
 //!
-//! An upload session is a small state machine: `start` (POST) gives a Location;
-//! each chunk is PATCHed to the latest Location (the registry may change it);
-//! a failed chunk asks the session's status (GET Location → Range) and goes on
-//! from there; the final PUT `?digest=` commits the blob.
+//! An upload is a small state machine ([`SessionState`], in `session.rs`), driven
+//! by [`Upload::send`]:
+//! `Closed` opens a session (POST) → `Open { location, offset }` sends the next
+//! 8 MiB chunk (PATCH), or the rest with the committing `PUT ?digest=` → `Committed`.
+//! A request that fails midway leaves the state `Unsure`: the session is asked where
+//! it stands (GET location → `Range`) and the upload goes on from there. A registry
+//! that dropped the session (distribution does after a connection reset during a
+//! PATCH: 404 `BLOB_UPLOAD_INVALID`/`BLOB_UPLOAD_UNKNOWN`) sends it back to `Closed`,
+//! and a new session starts over from byte 0 (a few times). Failures without
+//! progress are retried within the upload's [`Budget`].
 
 use crate::bail;
 use crate::digest::Digest;
-use crate::error::{Context, Error, Kind, Result};
-use crate::registry::client::Registry;
+use crate::error::{Error, Kind, Result};
+use crate::http::Response;
+use crate::registry::budget::Budget;
+use crate::registry::client::{sleep_interruptible, Registry, MAX_ATTEMPTS};
+use crate::registry::session::{Answer, SessionState};
+use crate::registry::source::BlobSource;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// Chunks are read into memory one at a time; this bounds push memory.
 pub const CHUNK: usize = 8 << 20;
-const MAX_CHUNK_RETRIES: u32 = 3;
+/// The largest chunk a registry's `OCI-Chunk-Min-Length` may ask for.
+const MAX_CHUNK: usize = 64 << 20;
+/// Failed steps in a row (without progress) before the upload gives up.
+const MAX_FAILURES: u32 = 5;
+/// Steps in a row, failed or not, without progress before the upload gives up.
+const MAX_IDLE_STEPS: u32 = 16;
+/// Sessions one blob may open (the first and the restarts after a lost one).
+const MAX_SESSIONS: u32 = 4;
 
 /// What a mount attempt gave.
 pub enum Mount {
     /// The registry linked the blob from the other repository: nothing to upload.
     Mounted,
     /// It could not; here is an ordinary upload session instead.
-    Session(Session),
+    Session(Upload),
 }
 
-/// An open upload session.
-pub struct Session {
-    location: String,
-    offset: u64,
+/// The blob being sent: where its bytes come from, and the chunk of it held in
+/// memory (`[start, start + len)`, one chunk at most).
+struct Blob<'d> {
+    data: &'d mut dyn BlobSource,
+    digest: &'d Digest,
+    size: u64,
+    buf: Vec<u8>,
+    start: u64,
+    len: usize,
+    /// Offset of the next byte the source gives.
+    source_at: u64,
+}
+
+impl<'d> Blob<'d> {
+    fn new(data: &'d mut dyn BlobSource, digest: &'d Digest, size: u64) -> Blob<'d> {
+        Blob {
+            data,
+            digest,
+            size,
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+            source_at: 0,
+        }
+    }
+
+    /// Makes room for chunks of `len` bytes (dropping what is held if the size changes).
+    fn resize(&mut self, len: usize) {
+        if self.buf.len() != len {
+            self.buf = vec![0; len];
+            self.len = 0;
+        }
+    }
+
+    /// `want` bytes from `offset` (held already, or read from the source, rewound if needed).
+    fn get(&mut self, offset: u64, want: usize) -> Result<&[u8]> {
+        let held = self.start + self.len as u64;
+        if offset < self.start || offset + want as u64 > held {
+            if self.source_at != offset {
+                self.data.rewind(offset).map_err(source_error)?;
+            }
+            read_full(self.data, &mut self.buf[..want]).map_err(source_error)?;
+            (self.start, self.len, self.source_at) = (offset, want, offset + want as u64);
+        }
+        let from = (offset - self.start) as usize;
+        Ok(&self.buf[from..from + want])
+    }
+
+    /// Everything from `offset` to the end: what is held, then the source from there.
+    /// What is held is forgotten (the source will have moved on).
+    fn rest_from(&mut self, offset: u64) -> Result<Box<dyn Read + '_>> {
+        let held = self.start + self.len as u64;
+        let from = (offset.saturating_sub(self.start)) as usize;
+        let kept = (self.start <= offset && offset < held).then_some(from..self.len);
+        (self.len, self.source_at) = (0, u64::MAX);
+        match kept {
+            Some(range) => Ok(Box::new((&self.buf[range]).chain(&mut *self.data))),
+            None => {
+                self.data.rewind(offset).map_err(source_error)?;
+                Ok(Box::new(&mut *self.data))
+            }
+        }
+    }
+}
+
+/// One blob going up: the session state, the budget and what has been reported.
+pub struct Upload {
+    repo: String,
+    state: SessionState,
     min_chunk: usize,
+    /// The registry refused PATCH: the blob goes in one streamed PUT.
+    no_patch: bool,
+    sessions: u32,
+    failures: u32,
+    idle_steps: u32,
+    budget: Budget,
+    /// Bytes reported to the progress callback (never goes back).
+    reported: u64,
+    /// Why the last request failed (said when the upload gives up on new sessions).
+    last_failure: Option<String>,
 }
 
 /// HEAD the blob: `Some(size)` when the repository already has it.
 pub fn blob_size(reg: &mut Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
-    let resp = reg.request("HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], &[])?;
+    blob_size_in(reg, &mut reg.budget(), repo, digest)
+}
+
+/// [`blob_size`] within a transfer's budget.
+fn blob_size_in(
+    reg: &mut Registry,
+    budget: &mut Budget,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Option<u64>> {
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let resp = reg.request_in(budget, MAX_ATTEMPTS, "HEAD", &path, &[], &[])?;
     match resp.status {
         200 => {
             let size = resp.content_length();
@@ -57,213 +161,360 @@ pub fn mount(reg: &mut Registry, repo: &str, digest: &Digest, from: &str) -> Res
             resp.discard()?;
             Ok(Mount::Mounted)
         }
-        202 => Ok(Mount::Session(session_from(reg, resp)?)),
+        202 => {
+            let mut up = Upload::new(reg, repo);
+            up.sessions = 1;
+            let location = up.session_from(reg, resp)?;
+            up.state = up.state.opened(location)?;
+            Ok(Mount::Session(up))
+        }
         s => Err(reg.status_error(resp, &format!("mount blob {digest} from {from}"), s)),
     }
 }
 
-/// Opens an upload session (POST).
-pub fn start(reg: &mut Registry, repo: &str) -> Result<Session> {
-    let resp = reg.request(
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[("Content-Length", "0")],
-        &[],
-    )?;
-    match resp.status {
-        202 => session_from(reg, resp),
-        s => Err(reg.status_error(resp, &format!("start upload to {repo}"), s)),
+impl Upload {
+    /// An upload to `repo` with no session yet (the first step opens one).
+    pub fn new(reg: &Registry, repo: &str) -> Upload {
+        Upload {
+            repo: repo.to_string(),
+            state: SessionState::Closed,
+            min_chunk: 0,
+            no_patch: false,
+            sessions: 0,
+            failures: 0,
+            idle_steps: 0,
+            budget: reg.budget(),
+            reported: 0,
+            last_failure: None,
+        }
     }
-}
 
-fn session_from(reg: &Registry, resp: crate::http::Response) -> Result<Session> {
-    let Some(location) = resp.header("location").map(str::to_string) else {
-        bail!("{} opened an upload without a Location header", reg.name());
-    };
-    let min_chunk = resp
-        .header("oci-chunk-min-length")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    resp.discard()?;
-    Ok(Session {
-        location,
-        offset: 0,
-        min_chunk,
-    })
-}
-
-impl Session {
-    /// Sends `size` bytes from `data` and commits them as `digest`. Small blobs
-    /// go in one PUT; larger ones in bounded PATCH chunks, resumed after errors.
-    pub fn upload(
+    /// Sends `size` bytes from `data` and commits them as `digest`; `progress`
+    /// gets the bytes the registry confirmed, once each.
+    pub fn send(
         mut self,
         reg: &mut Registry,
-        data: &mut dyn Read,
+        data: &mut dyn BlobSource,
         digest: &Digest,
         size: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let chunk = CHUNK.max(self.min_chunk);
-        if size <= chunk as u64 {
-            let mut buf = Vec::with_capacity(size as usize);
-            data.take(size).read_to_end(&mut buf).context("read blob")?;
-            check_len(&buf, size)?;
-            progress(size);
-            return self.finish(reg, digest, &buf);
-        }
-        let mut buf = vec![0u8; chunk];
-        while self.offset < size {
-            let want = chunk.min((size - self.offset) as usize);
-            read_full(data, &mut buf[..want])?;
-            if !self.send_chunk(reg, &buf[..want])? {
-                // No PATCH here: the whole blob in one streamed PUT instead.
-                let mut rest = (&buf[..want]).chain(data);
-                return self.finish_streamed(reg, digest, &mut rest, size);
-            }
-            progress(want as u64);
-        }
-        self.finish(reg, digest, &[])
-    }
-
-    /// PATCHes one chunk; on failure asks the session where it stands and resends the rest.
-    /// `Ok(false)`: the registry refuses PATCH altogether (only asked on the first chunk).
-    fn send_chunk(&mut self, reg: &mut Registry, chunk: &[u8]) -> Result<bool> {
-        let start = self.offset;
-        let mut tries = 0;
+        let mut blob = Blob::new(data, digest, size);
         loop {
-            let sent = (self.offset - start) as usize;
-            match self.patch(reg, &chunk[sent..]) {
-                Ok(false) => return Ok(false),
-                Ok(true) if self.offset == start + chunk.len() as u64 => return Ok(true),
-                Ok(true) => {}
-                Err(e) if e.kind() == Kind::Transient && tries < MAX_CHUNK_RETRIES => {}
-                Err(e) => return Err(e),
+            crate::signal::check()?;
+            let (before, began) = (self.held(), Instant::now());
+            let step = match self.state.clone() {
+                SessionState::Closed => self.open(reg, digest),
+                SessionState::Open { location, offset } => {
+                    self.send_from(reg, &mut blob, &location, offset)
+                }
+                SessionState::Unsure { location } => self.ask(reg, &location, size),
+                SessionState::Committed => {
+                    progress(size.saturating_sub(self.reported));
+                    return Ok(());
+                }
+            };
+            if self.note_progress(before, progress) {
+                self.budget.credit(began.elapsed());
+                (self.failures, self.idle_steps) = (0, 0);
+            } else {
+                self.idle_steps += 1;
             }
-            tries += 1;
-            if tries > MAX_CHUNK_RETRIES {
-                bail!("upload stalled at byte {} of a chunk", self.offset);
-            }
-            self.refresh_status(reg)?;
-            if self.offset < start || self.offset > start + chunk.len() as u64 {
-                bail!(
-                    "registry reports upload offset {} outside the chunk sent from {start}",
-                    self.offset
-                );
+            match step {
+                Err(e) => self.recover(e, digest)?,
+                Ok(()) => self.check_moving(reg, digest)?,
             }
         }
     }
 
-    /// PATCHes bytes at the current offset; `Ok(false)` when PATCH is not supported.
-    fn patch(&mut self, reg: &mut Registry, bytes: &[u8]) -> Result<bool> {
-        let range = format!("{}-{}", self.offset, self.offset + bytes.len() as u64 - 1);
+    /// Fails an upload whose requests succeed without moving it forward.
+    fn check_moving(&self, reg: &Registry, digest: &Digest) -> Result<()> {
+        if self.idle_steps <= MAX_IDLE_STEPS {
+            return Ok(());
+        }
+        Err(Error::new(format!(
+            "upload blob {digest}: {} answered {} requests without the upload moving past byte {}",
+            reg.name(),
+            self.idle_steps,
+            self.held()
+        )))
+    }
+
+    /// What the registry holds now, as far as barge knows.
+    fn held(&self) -> u64 {
+        match &self.state {
+            SessionState::Open { offset, .. } => *offset,
+            _ => 0,
+        }
+    }
+
+    /// Reports newly confirmed bytes; true when they are progress (a low-speed
+    /// window's worth, or the blob committed).
+    fn note_progress(&mut self, before: u64, progress: &mut dyn FnMut(u64)) -> bool {
+        let now = self.held();
+        if now > self.reported {
+            progress(now - self.reported);
+            self.reported = now;
+        }
+        self.state == SessionState::Committed
+            || now > before && self.budget.is_progress(now - before)
+    }
+
+    /// After a failed step: wait and go on while the budget allows, else the final error.
+    fn recover(&mut self, e: Error, digest: &Digest) -> Result<()> {
+        let what = format!("upload blob {digest}");
+        if e.kind() != Kind::Transient {
+            return Err(e.context(what));
+        }
+        self.failures += 1;
+        let wait = Duration::from_millis(250 << self.failures.min(6));
+        if self.failures >= MAX_FAILURES || !self.budget.allows_retry(wait) {
+            return Err(self.budget.give_up(e).context(what));
+        }
+        sleep_interruptible(wait)
+    }
+
+    /// Closed: a new session (POST), unless a lost session had committed the blob after all.
+    fn open(&mut self, reg: &mut Registry, digest: &Digest) -> Result<()> {
+        if self.sessions > 0 && blob_size_in(reg, &mut self.budget, &self.repo, digest)?.is_some() {
+            self.state = self.state.clone().found()?;
+            return Ok(());
+        }
+        if self.sessions >= MAX_SESSIONS {
+            let last = self.last_failure.as_deref().unwrap_or("none");
+            return Err(Error::new(format!(
+                "{} dropped the upload session {} times (last failure: {last})",
+                reg.name(),
+                self.sessions
+            ))
+            .hint("the connection keeps breaking during uploads; run the push again (blobs that arrived are kept)"));
+        }
+        let path = format!("/v2/{}/blobs/uploads/", self.repo);
+        let resp = reg.request_in(
+            &mut self.budget,
+            1,
+            "POST",
+            &path,
+            &[("Content-Length", "0")],
+            &[],
+        )?;
+        match resp.status {
+            202 => {
+                self.sessions += 1;
+                let location = self.session_from(reg, resp)?;
+                self.state = self.state.clone().opened(location)?;
+                Ok(())
+            }
+            s => Err(reg.status_error(resp, &format!("start upload to {}", self.repo), s)),
+        }
+    }
+
+    /// The Location of a new session (and its minimum chunk size).
+    fn session_from(&mut self, reg: &Registry, resp: Response) -> Result<String> {
+        let Some(location) = resp.header("location").map(str::to_string) else {
+            bail!("{} opened an upload without a Location header", reg.name());
+        };
+        if let Some(min) = resp
+            .header("oci-chunk-min-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            self.min_chunk = min;
+        }
+        resp.discard()?;
+        Ok(location)
+    }
+
+    /// Open: the next chunk (PATCH), or the rest with the commit (PUT).
+    fn send_from(
+        &mut self,
+        reg: &mut Registry,
+        blob: &mut Blob<'_>,
+        location: &str,
+        offset: u64,
+    ) -> Result<()> {
+        let (digest, size) = (blob.digest, blob.size);
+        if offset > size {
+            bail!(
+                "{} reports {offset} bytes of a {size}-byte blob",
+                reg.name()
+            );
+        }
+        let rest = size - offset;
+        let chunk = CHUNK.max(self.min_chunk.min(MAX_CHUNK));
+        blob.resize(chunk.min(usize::try_from(size).unwrap_or(usize::MAX)));
+        if self.no_patch {
+            return self.put_streamed(reg, blob, location, offset);
+        }
+        let chunk = blob.buf.len();
+        if rest <= chunk as u64 {
+            let bytes = blob.get(offset, rest as usize)?;
+            let url = commit_url(location, digest);
+            let resp = self.exchange(reg, "PUT", &url, &OCTETS, bytes);
+            return self.on_commit(reg, resp, digest);
+        }
+        let bytes = blob.get(offset, chunk)?;
+        let range = format!("{offset}-{}", offset + chunk as u64 - 1);
         let headers = [
             ("Content-Type", "application/octet-stream"),
             ("Content-Range", range.as_str()),
         ];
-        let resp = reg.request("PATCH", &self.location, &headers, bytes)?;
+        let resp = self.exchange(reg, "PATCH", location, &headers, bytes);
+        self.on_patch(reg, resp, chunk as u64, offset)
+    }
+
+    /// One request of the upload: a single attempt within the upload's budget.
+    fn exchange(
+        &mut self,
+        reg: &mut Registry,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
+        reg.request_in(&mut self.budget, 1, method, path, headers, body)
+    }
+
+    /// The answer to a PATCH.
+    fn on_patch(
+        &mut self,
+        reg: &mut Registry,
+        resp: Result<Response>,
+        sent: u64,
+        offset: u64,
+    ) -> Result<()> {
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
         match resp.status {
             202 | 204 => {
-                self.update_from(&resp);
-                if resp.header("range").is_none() {
-                    self.offset += bytes.len() as u64;
-                }
-                resp.discard()?;
-                Ok(true)
+                self.state = self.state.clone().accepted(Answer::of(&resp), sent)?;
+                resp.discard()
             }
-            405 | 501 if self.offset == 0 => {
+            405 | 501 if offset == 0 => {
                 resp.discard()?;
-                Ok(false)
+                self.no_patch = true;
+                Ok(())
             }
-            416 => {
-                resp.discard()?;
-                Err(Error::with_kind(
-                    Kind::Transient,
-                    "registry rejected the chunk's range",
-                ))
+            404 => self.lose(reg, resp),
+            416 | 429 | 500..=599 => {
+                let s = resp.status;
+                let e = reg.status_error(resp, "upload chunk", s);
+                self.fail(Error::with_kind(Kind::Transient, e.message()))
             }
             s => Err(reg.status_error(resp, "upload chunk", s)),
         }
     }
 
-    /// GET the session: where does the registry think we are?
-    fn refresh_status(&mut self, reg: &mut Registry) -> Result<()> {
-        let resp = reg.request("GET", &self.location, &[], &[])?;
+    /// The answer to the PUT that commits the blob.
+    fn on_commit(
+        &mut self,
+        reg: &mut Registry,
+        resp: Result<Response>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
         match resp.status {
-            204 | 200 => {
-                self.update_from(&resp);
+            201 | 204 => {
+                self.state = self.state.clone().committed()?;
                 resp.discard()
+            }
+            404 => self.lose(reg, resp),
+            416 | 429 | 500..=599 => {
+                let s = resp.status;
+                let e = reg.status_error(resp, &format!("commit blob {digest}"), s);
+                self.fail(Error::with_kind(Kind::Transient, e.message()))
+            }
+            s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
+        }
+    }
+
+    /// For registries without PATCH: the rest of the blob in one streamed PUT.
+    fn put_streamed(
+        &mut self,
+        reg: &mut Registry,
+        blob: &mut Blob<'_>,
+        location: &str,
+        offset: u64,
+    ) -> Result<()> {
+        let (digest, rest) = (blob.digest, blob.size - offset);
+        let url = commit_url(location, digest);
+        let mut body = blob.rest_from(offset)?;
+        let resp = reg.request_stream(&mut self.budget, "PUT", &url, &OCTETS, &mut body, rest);
+        drop(body);
+        self.on_commit(reg, resp, digest)
+    }
+
+    /// Unsure: asks the session where it stands.
+    fn ask(&mut self, reg: &mut Registry, location: &str, size: u64) -> Result<()> {
+        let resp = match self.exchange(reg, "GET", location, &[], &[]) {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
+        match resp.status {
+            200 | 204 => {
+                self.state = self.state.clone().answered(Answer::of(&resp))?;
+                resp.discard()?;
+                if self.held() > size {
+                    bail!(
+                        "{} reports {} bytes of a {size}-byte blob",
+                        reg.name(),
+                        self.held()
+                    );
+                }
+                Ok(())
+            }
+            404 => self.lose(reg, resp),
+            429 | 500..=599 => {
+                let s = resp.status;
+                let e = reg.status_error(resp, "ask upload status", s);
+                self.fail(Error::with_kind(Kind::Transient, e.message()))
             }
             s => Err(reg.status_error(resp, "ask upload status", s)),
         }
     }
 
-    /// Takes the newest Location and the Range (`0-N` means N+1 bytes received).
-    fn update_from(&mut self, resp: &crate::http::Response) {
-        if let Some(l) = resp.header("location") {
-            self.location = l.to_string();
-        }
-        if let Some(end) = resp
-            .header("range")
-            .and_then(|r| r.trim().rsplit('-').next())
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            self.offset = end + 1;
-        }
+    /// A request failed: the session is in doubt; transient errors are retried.
+    fn fail(&mut self, e: Error) -> Result<()> {
+        self.state = self.state.clone().failed()?;
+        self.last_failure = Some(e.message().to_string());
+        Err(e)
     }
 
-    /// PUT `?digest=` with the last bytes (possibly none): the blob is committed.
-    fn finish(self, reg: &mut Registry, digest: &Digest, last: &[u8]) -> Result<()> {
-        let url = self.commit_url(digest);
-        let resp = reg.request("PUT", &url, &OCTETS, last)?;
-        committed(reg, resp, digest)
-    }
-
-    /// The session's Location with `digest=` added: PUT there commits the blob.
-    fn commit_url(&self, digest: &Digest) -> String {
-        let sep = if self.location.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!("{}{sep}digest={digest}", self.location)
-    }
-
-    /// One PUT carrying the whole blob, streamed (for registries without PATCH).
-    fn finish_streamed(
-        self,
-        reg: &mut Registry,
-        digest: &Digest,
-        body: &mut dyn Read,
-        len: u64,
-    ) -> Result<()> {
-        let url = self.commit_url(digest);
-        let resp = reg.request_stream("PUT", &url, &OCTETS, body, len)?;
-        committed(reg, resp, digest)
+    /// The registry no longer knows the session (404): start over with a new one.
+    fn lose(&mut self, reg: &Registry, resp: Response) -> Result<()> {
+        let e = reg.status_error(resp, "upload session", 404);
+        self.last_failure = Some(e.message().to_string());
+        self.state = self.state.clone().lost()?;
+        Ok(())
     }
 }
 
-/// The answer to the PUT that commits a blob.
-fn committed(reg: &Registry, resp: crate::http::Response, digest: &Digest) -> Result<()> {
-    match resp.status {
-        201 | 204 => resp.discard(),
-        s => Err(reg.status_error(resp, &format!("commit blob {digest}"), s)),
-    }
+/// The session's Location with `digest=` added: PUT there commits the blob.
+fn commit_url(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
 }
 
 const OCTETS: [(&str, &str); 1] = [("Content-Type", "application/octet-stream")];
+
+/// A failure of the blob's source: final for the upload (the source had its own retries).
+fn source_error(e: Error) -> Error {
+    let mut out = Error::new(e.message()).context("read the blob to upload");
+    if let Some(h) = e.hint_text() {
+        out = out.hint(h);
+    }
+    out
+}
 
 fn read_full(data: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
     data.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Error::new("blob source ended early"),
         _ => Error::from(e),
     })
-}
-
-fn check_len(buf: &[u8], size: u64) -> Result<()> {
-    if buf.len() as u64 != size {
-        bail!("blob source gave {} bytes, expected {size}", buf.len());
-    }
-    Ok(())
 }
 
 /// PUTs a manifest under `reference` (a tag or digest) and returns its digest.
@@ -286,5 +537,45 @@ pub fn put_manifest(
             Ok(Digest::of_bytes(bytes))
         }
         s => Err(reg.status_error(resp, &format!("put manifest {repo}:{reference}"), s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_keeps_a_chunk_and_rewinds_the_source_when_needed() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        let digest = Digest::of_bytes(&data);
+        let mut src = std::io::Cursor::new(&data[..]);
+        let mut b = Blob::new(&mut src, &digest, 256);
+        b.resize(100);
+        assert_eq!(b.get(0, 100).unwrap()[99], 99);
+        // Inside what is held: no read.
+        assert_eq!(b.get(40, 60).unwrap()[0], 40);
+        assert_eq!(b.source_at, 100);
+        assert_eq!(b.get(100, 100).unwrap()[0], 100);
+        // Back to the start: the source is rewound.
+        assert_eq!(b.get(0, 10).unwrap(), &data[..10]);
+        assert_eq!(b.get(250, 6).unwrap(), &data[250..]);
+        // The rest from inside what is held, then from elsewhere (rewound).
+        b.get(100, 50).unwrap();
+        let mut rest = Vec::new();
+        b.rest_from(120).unwrap().read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[120..]);
+        let mut rest = Vec::new();
+        b.rest_from(7).unwrap().read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[7..]);
+    }
+
+    #[test]
+    fn commit_url_adds_the_digest() {
+        let d = Digest::of_bytes(b"");
+        assert_eq!(
+            commit_url("/u?_state=x", &d),
+            format!("/u?_state=x&digest={d}")
+        );
+        assert_eq!(commit_url("/u", &d), format!("/u?digest={d}"));
     }
 }

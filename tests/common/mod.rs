@@ -5,6 +5,7 @@
 //! helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod faultproxy;
 pub mod fixtures;
 pub mod oci;
 pub mod registry;
