@@ -6,6 +6,9 @@
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
 #   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
+#   make fuzz       the fuzz harness's own tests, then each cargo-fuzz target for FUZZ_TIME seconds
+#                   (default 600; needs nightly and cargo-fuzz; fuzz/run.sh)
+#   make fuzz-smoke each fuzz target for FUZZ_SMOKE_TIME seconds (default 5): they build and run (CI)
 #   make clean      cargo clean
 #
 # Needs a Rust toolchain installed with rustup (with clippy and rustfmt) and a C compiler
@@ -35,7 +38,7 @@ DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
 	&& . "$$HOME/.cargo/env"
 
-.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench clean
+.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -88,12 +91,12 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
 	@echo "installed $(DESTDIR)$(BINDIR)/barge"
 
-# All tests, the slow one marked #[ignore] included (see README: Tests).
+# All tests, the two slow ones marked #[ignore] included (see README: Tests).
 test: rust-toolchain lint-tools deps c-compiler
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
-	$(CARGO) test --test push -- --ignored push_of_a_200_mib_layer_stays_under_32_mib_rss
+	$(CARGO) test --test push --test faults -- --ignored
 
 deps:
 	@missing=(); \
@@ -113,6 +116,17 @@ demo: rust-toolchain
 
 bench:
 	bash scripts/bench.sh
+
+FUZZ_TIME ?= 600
+FUZZ_SMOKE_TIME ?= 5
+FUZZ_TARGETS ?=
+
+fuzz:
+	$(CARGO) test --features fuzzing --lib fuzzing::
+	fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	fuzz/run.sh $(FUZZ_SMOKE_TIME) $(FUZZ_TARGETS)
 
 clean:
 	$(CARGO) clean

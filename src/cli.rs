@@ -50,6 +50,7 @@ Options:
                            Progress lines: live bars on a terminal (tty), a line every 5 s
                            (plain), none (quiet); auto: tty if stdout is a terminal, else plain
   -q, --quiet              Print errors only (--progress=quiet)
+      --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -190,6 +191,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut dir = PathBuf::from("rootfs");
     let (mut user, mut platform, mut git) = (None, None, false);
     let mut progress = Progress::Auto;
+    let mut no_sync = false;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
@@ -201,6 +203,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('g') | Long("git") => git = true,
             Short('q') | Long("quiet") => progress = Progress::Quiet,
             Long("progress") => progress = progress_value(p)?,
+            Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
@@ -220,6 +223,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         platform,
         progress,
         git,
+        no_sync,
         transport,
     }))
 }

@@ -10,13 +10,17 @@ use crate::bail;
 use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_name, History, LayerMessage};
+use crate::git::{branch_index, branch_name, History, LayerMessage};
 use crate::layer::diff::diff;
+use crate::layer::leftovers::{self, Lock};
 use crate::layer::pack::{check_names, pack};
+use crate::layer::stage::sync_filesystem;
 use crate::manifest::chain_id;
-use crate::store::{blob_path, put_blob, Descriptor, LayerRecord, Record};
+use crate::store::{
+    barge_dir, blob_path, put_blob, remove_uncommitted, Descriptor, LayerRecord, Record,
+};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tinyjson::JsonValue;
 
 /// What `barge commit` was asked to do.
@@ -55,13 +59,25 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         return Err(Error::new("commit: a message is required").hint("give one with -m MESSAGE"));
     }
     let root = &opts.root;
+    let _lock = lock(root)?;
+    let mut removed = remove_dead_files(root)?;
     let mut record = Record::load(root)?;
     let chains = record.chain_ids();
     let Some(top_chain) = chains.last().cloned() else {
         bail!("{}: the record has no layers", root.display());
     };
-    let mut history = History::open(root)?;
+    let history = History::open(root)?;
     let top = branch_name(chains.len() - 1, &top_chain);
+    let undone = roll_back_git(root, &history, &top, chains.len())?;
+    let mut history = if undone.is_empty() {
+        history
+    } else {
+        History::open(root)? // HEAD moved back
+    };
+    removed.extend(undone);
+    if let Some(line) = leftovers::report(&removed) {
+        eprintln!("{line}");
+    }
     let head = history.current_branch()?;
     if head != top {
         return Err(Error::new(format!(
@@ -119,6 +135,9 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     };
     let branch = history.commit_layer(index, &chain, &msg, &found.changes)?;
     history.finish()?;
+    // git's objects and refs reach the disk before the record (the commit point)
+    // names them; a power cut before that is undone by `roll_back_git`.
+    sync_filesystem(&root.join(".git")).map_err(|e| e.context("writing git's objects to disk"))?;
 
     record.add_layer(
         LayerRecord {
@@ -141,6 +160,94 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         diff_id: packed.diff_id,
         size: packed.size,
     })
+}
+
+/// Locks `.git/barge` for the whole commit (not a barge tree: no lock, and
+/// `Record::load` says why).
+fn lock(root: &Path) -> Result<Option<Lock>> {
+    let dir = barge_dir(root);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    leftovers::lock_tree(&dir, root).map(Some)
+}
+
+/// Under the lock: what dead runs left in `.git` (temporary files, an uncommitted
+/// record save).
+fn remove_dead_files(root: &Path) -> Result<Vec<PathBuf>> {
+    if !barge_dir(root).is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut removed = remove_uncommitted(root)?;
+    removed.extend(leftovers::remove_files(leftovers::dead_commit_files(root))?);
+    Ok(removed)
+}
+
+/// Under the lock: a commit killed after git moved and before its record was
+/// written leaves a branch one beyond the record's top (`layer_<N>_…`, N = the
+/// number of layers), perhaps checked out. The record is the truth: HEAD goes
+/// back to the top branch, the index to its tree (the working tree keeps the
+/// changes, which the next commit takes), and the branch is deleted.
+fn roll_back_git(root: &Path, history: &History, top: &str, layers: usize) -> Result<Vec<PathBuf>> {
+    let beyond: Vec<String> = history
+        .branches()?
+        .into_iter()
+        .filter(|b| branch_index(b) == Some(layers))
+        .collect();
+    if beyond.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = history.current_branch().unwrap_or_default();
+    if beyond.contains(&head) {
+        git_plumbing(
+            root,
+            &["symbolic-ref", "HEAD", &format!("refs/heads/{top}")],
+        )?;
+        git_plumbing(root, &["read-tree", top])?;
+    }
+    let mut undone = Vec::new();
+    for b in beyond {
+        git_plumbing(root, &["update-ref", "-d", &format!("refs/heads/{b}")])?;
+        undone.push(PathBuf::from(format!("branch {b}")));
+    }
+    Ok(undone)
+}
+
+/// Runs one git plumbing command in `root` behind the same wall as `git::`'s
+/// commands (no hook, fsmonitor, pager or gc; no `GIT_*` variable passed on).
+fn git_plumbing(root: &Path, args: &[&str]) -> Result<()> {
+    let mut cmd = std::process::Command::new("git");
+    for (k, _) in std::env::vars_os() {
+        if k.as_encoded_bytes().starts_with(b"GIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .arg("--no-pager")
+        .arg("-C")
+        .arg(root);
+    for w in [
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "core.untrackedCache=false",
+        "gc.auto=0",
+        "maintenance.auto=false",
+    ] {
+        cmd.arg("-c").arg(w);
+    }
+    let out = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::from(e).context("run git"))?;
+    if !out.status.success() {
+        bail!(
+            "undoing an interrupted commit: git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn parse_object(bytes: &[u8], what: &str) -> Result<HashMap<String, JsonValue>> {

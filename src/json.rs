@@ -31,8 +31,25 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<JsonValue> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Error::new(format!("{what}: invalid JSON: not UTF-8 ({e})")))?;
     check_depth(text, what)?;
-    text.parse::<JsonValue>()
-        .map_err(|e| Error::new(format!("{what}: invalid JSON: {e}")))
+    let v = text
+        .parse::<JsonValue>()
+        .map_err(|e| Error::new(format!("{what}: invalid JSON: {e}")))?;
+    if !all_finite(&v) {
+        return Err(Error::new(format!(
+            "{what}: invalid JSON: a number is too large for a 64-bit float"
+        )));
+    }
+    Ok(v)
+}
+
+/// False if a number overflowed to infinity (`1e400`), which could not be written back.
+fn all_finite(v: &JsonValue) -> bool {
+    match v {
+        JsonValue::Number(n) => n.is_finite(),
+        JsonValue::Array(items) => items.iter().all(all_finite),
+        JsonValue::Object(map) => map.values().all(all_finite),
+        _ => true,
+    }
 }
 
 /// Refuses documents nested deeper than [`MAX_DEPTH`] before the recursive parser sees them.
@@ -349,6 +366,21 @@ mod tests {
         assert!(parse(s.as_bytes(), "x").is_ok());
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(ok.as_bytes(), "x").is_ok());
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_refused() {
+        // Found by the manifest fuzz target: 1e370 parsed as infinity, then written as null.
+        for text in [
+            r#"{"a":1e370}"#,
+            r#"[[-1e400]]"#,
+            r#"{"a":{"b":[1,2e308]}}"#,
+        ] {
+            let e = parse(text.as_bytes(), "config").unwrap_err();
+            assert!(e.to_string().contains("too large"), "{text}: {e}");
+        }
+        let v = doc(r#"{"a":1.7976931348623157e308,"b":-1e-400}"#);
+        assert_eq!(parse(to_string_sorted(&v).as_bytes(), "x").unwrap(), v);
     }
 
     #[test]

@@ -1,32 +1,10 @@
 //! barge: move container images between registries and plain directories.
 //!
 //! `main` only parses the command line, dispatches, and prints the one-line
-//! error if something failed. Everything else lives in the modules below.
+//! error if something failed. Everything else lives in the library (src/lib.rs).
 
-mod cli;
-mod clock;
-mod commit;
-mod digest;
-mod error;
-mod git;
-mod http;
-mod json;
-mod layer;
-mod login;
-mod manifest;
-#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
-mod memcpy;
-mod progress;
-mod pull;
-mod push;
-mod reference;
-mod registry;
-mod signal;
-mod store;
-#[cfg(test)]
-mod testutil;
-
-use cli::Command;
+use barge::cli::{self, Command};
+use barge::{commit, error, login, progress, pull, push, signal};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

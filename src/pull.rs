@@ -11,7 +11,8 @@ use crate::git::{History, LayerMessage, Repo};
 use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
-use crate::layer::stage::Stage;
+use crate::layer::leftovers;
+use crate::layer::stage::{self, Stage};
 use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackStats};
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
@@ -34,6 +35,8 @@ pub struct PullOptions {
     pub platform: Option<String>,
     pub progress: Progress,
     pub git: bool,
+    /// Skip the syncs that make the tree survive a power cut once "Done" is printed.
+    pub no_sync: bool,
     pub transport: TransportOptions,
 }
 
@@ -52,13 +55,20 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     let out = Output::new(opts.progress);
     let reference = Reference::parse(&opts.image)?;
     let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
+    let removed = stage::remove_dead_staging(&opts.dir)?;
+    if let Some(line) = leftovers::report(&removed) {
+        out.line(line);
+    }
     check_target_is_free(&opts.dir)?;
     let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, &reference)?;
     let scope = auth::scope(&reference.repository, &["pull"]);
     let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
     out.line(format!("Pulling image {reference} ..."));
     let image = resolve(&mut reg, &reference, platform.as_ref(), &out)?;
-    let stage = Stage::create(&opts.dir)?;
+    let mut stage = Stage::create(&opts.dir)?;
+    if opts.no_sync {
+        stage.no_sync();
+    }
     let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
     stage.commit()?;
     report_skipped(&out, &stats);

@@ -1,7 +1,8 @@
 //! barge's exact record of a pulled tree, in `ROOT/.git/barge/`: the truth that
 //! commit and push work from (git only keeps what it can).
 //!
-//! Files (each written atomically, temp + rename; `record` last, as the commit point):
+//! Files (saved as one step: each written synced as `NAME.next`, then `record.next`
+//! is the commit point, then all are renamed into place, `record` last):
 //! - `record`: `barge-record 1`, the source reference, the manifest's and config's
 //!   digests, one `layer` line per layer (media type, digest, size, diff_id, chain id);
 //! - `manifest.json`, `config.json`: the raw bytes as pulled or made;
@@ -135,6 +136,9 @@ impl Record {
     /// Loads the record of a barge tree.
     pub fn load(root: &Path) -> Result<Record> {
         let dir = barge_dir(root);
+        if dir.join(format!("record{NEXT}")).exists() {
+            apply_next(&dir)?;
+        }
         let text = match std::fs::read(dir.join("record")) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -221,13 +225,17 @@ impl Record {
         self.tree = tree;
     }
 
-    /// Writes the new top layer's changes, manifest, config, tree and record.
+    /// Writes the new top layer's changes, manifest, config, tree and record, as
+    /// one step even across a crash or power cut (see [`commit_files`]).
     pub fn save(&self) -> Result<()> {
-        let dir = barge_dir(&self.root);
+        let mut files = Vec::new();
         if let Some(last) = self.layers.len().checked_sub(1) {
-            write_layer(&dir, last, &self.layers[last].changes)?;
+            files.push((
+                format!("layers/{last}"),
+                layer_text(&self.layers[last].changes),
+            ));
         }
-        self.save_meta()
+        self.save_meta(files)
     }
 
     /// Writes only the tree (a refreshed stat cache).
@@ -236,20 +244,18 @@ impl Record {
     }
 
     fn save_all(&self) -> Result<()> {
-        let dir = barge_dir(&self.root);
-        std::fs::create_dir_all(dir.join("layers")).context("create .git/barge")?;
-        for (i, l) in self.layers.iter().enumerate() {
-            write_layer(&dir, i, &l.changes)?;
-        }
-        self.save_meta()
+        let files = (self.layers.iter().enumerate())
+            .map(|(i, l)| (format!("layers/{i}"), layer_text(&l.changes)))
+            .collect();
+        self.save_meta(files)
     }
 
-    fn save_meta(&self) -> Result<()> {
+    fn save_meta(&self, mut files: Vec<(String, Vec<u8>)>) -> Result<()> {
         let dir = barge_dir(&self.root);
         std::fs::create_dir_all(dir.join("layers")).context("create .git/barge")?;
-        write_atomic(&dir.join("manifest.json"), &self.manifest)?;
-        write_atomic(&dir.join("config.json"), &self.config)?;
-        self.save_tree()?;
+        files.push(("manifest.json".into(), self.manifest.clone()));
+        files.push(("config.json".into(), self.config.clone()));
+        files.push(("tree".into(), tree_text(&self.tree)));
         let mut t = format!("{RECORD_HEADER}\nsource {}\n", esc(self.source.as_bytes()));
         t.push_str(&format!("manifest {}\n", Digest::of_bytes(&self.manifest)));
         t.push_str(&format!("config {}\n", Digest::of_bytes(&self.config)));
@@ -263,8 +269,100 @@ impl Record {
                 l.diff_id
             ));
         }
-        write_atomic(&dir.join("record"), t.as_bytes())
+        commit_files(&dir, &files, t.as_bytes())
     }
+}
+
+/// Suffix of a file written for the next record before that record is committed.
+const NEXT: &str = ".next";
+
+/// Writes a record's files so that a crash or power cut at any point leaves either
+/// the old record or the new one: each file goes to `NAME.next` (synced), then
+/// `record.next` (synced, with the directories) is the commit point, then every
+/// `.next` is renamed over its file, `record` last. [`Record::load`] finishes the
+/// renames of a committed `record.next`; [`remove_uncommitted`] drops the rest.
+fn commit_files(dir: &Path, files: &[(String, Vec<u8>)], record: &[u8]) -> Result<()> {
+    for (name, data) in files {
+        write_atomic(&dir.join(format!("{name}{NEXT}")), data)?;
+    }
+    sync_dirs(dir)?;
+    write_atomic(&dir.join(format!("record{NEXT}")), record)?;
+    sync_dirs(dir)?;
+    apply_next(dir)
+}
+
+/// Renames every `NAME.next` over `NAME`, `record.next` last (idempotent: a
+/// concurrent or repeated run finds the files already moved).
+fn apply_next(dir: &Path) -> Result<()> {
+    for sub in [dir.join("layers"), dir.to_path_buf()] {
+        for (from, to) in next_files(&sub) {
+            if to.file_name() == Some(OsStr::new("record")) {
+                continue;
+            }
+            rename_if_there(&from, &to)?;
+        }
+    }
+    rename_if_there(&dir.join(format!("record{NEXT}")), &dir.join("record"))?;
+    sync_dirs(dir)
+}
+
+fn rename_if_there(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::from(e).context(format!("write {}", to.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `(NAME.next, NAME)` pairs in `dir`.
+fn next_files(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let base = name.as_bytes().strip_suffix(NEXT.as_bytes())?;
+            (!base.is_empty()).then(|| (e.path(), dir.join(OsStr::from_bytes(base))))
+        })
+        .collect()
+}
+
+/// Removes the `.next` files of a save that a dead run did not commit (no
+/// `record.next`); call it only while holding the tree's lock. Returns them.
+pub fn remove_uncommitted(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = barge_dir(root);
+    if dir.join(format!("record{NEXT}")).exists() {
+        apply_next(&dir)?;
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for sub in [dir.join("layers"), dir.clone()] {
+        for (from, _) in next_files(&sub) {
+            std::fs::remove_file(&from).with_context(|| format!("remove {}", from.display()))?;
+            removed.push(from);
+        }
+    }
+    Ok(removed)
+}
+
+/// fsync of the record's directories, so that renames in them survive a power cut.
+fn sync_dirs(dir: &Path) -> Result<()> {
+    for d in [
+        dir.join("layers"),
+        dir.join("blobs/sha256"),
+        dir.to_path_buf(),
+    ] {
+        match std::fs::File::open(&d) {
+            Ok(f) => f
+                .sync_all()
+                .with_context(|| format!("sync {}", d.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::from(e).context(format!("sync {}", d.display()))),
+        }
+    }
+    Ok(())
 }
 
 /// `ROOT/.git/barge`.
@@ -731,7 +829,7 @@ fn parse_entry(f: &[&[u8]], path: ImagePath) -> Result<Entry> {
     })
 }
 
-fn write_layer(dir: &Path, index: usize, changes: &[Change]) -> Result<()> {
+fn layer_text(changes: &[Change]) -> Vec<u8> {
     let mut t = String::from(LAYER_HEADER);
     t.push('\n');
     for c in changes {
@@ -741,7 +839,7 @@ fn write_layer(dir: &Path, index: usize, changes: &[Change]) -> Result<()> {
             Change::Opaque(p) => t.push_str(&format!("O {}\n", esc_path(p))),
         }
     }
-    write_atomic(&dir.join(format!("layers/{index}")), t.as_bytes())
+    t.into_bytes()
 }
 
 fn read_lines(path: &Path, header: &str) -> Result<Vec<u8>> {

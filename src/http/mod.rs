@@ -16,6 +16,8 @@
 mod base64;
 mod body;
 mod conn;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod pace;
 mod proxy;
 mod request;

@@ -4,6 +4,7 @@ pub mod diff;
 pub mod entry;
 pub mod fsroot;
 pub mod gzip;
+pub mod leftovers;
 pub mod names;
 pub mod pack;
 pub mod stage;

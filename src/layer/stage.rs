@@ -15,6 +15,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::layer::fsroot::{self, remove_tree_at};
+use crate::layer::leftovers::{self, Lock};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -39,6 +40,33 @@ pub fn final_root_mode(staging_mode: u32) -> u32 {
     }
 }
 
+/// Name prefix of the staging directory made inside an empty target.
+pub const INSIDE_PREFIX: &str = ".barge-staging";
+
+/// Name prefix of the staging directory made beside `target`: `.<name>.barge`.
+pub fn beside_prefix(target: &Path) -> Option<String> {
+    let name = target.file_name()?;
+    Some(format!(".{}.barge", name.to_string_lossy()))
+}
+
+/// The directory the staging directory of `target` is made in.
+fn staging_parent(target: &Path, inside: bool) -> &Path {
+    match target.parent() {
+        _ if inside => target,
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes the staging directories that dead barge runs left for `target` (see
+/// [`leftovers`]); a live run's is an error. Returns what was removed.
+pub fn remove_dead_staging(target: &Path) -> Result<Vec<PathBuf>> {
+    match beside_prefix(target) {
+        Some(beside) => leftovers::remove_dead_staging(target, &beside, INSIDE_PREFIX),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A staging directory that becomes `target` on `commit` and vanishes otherwise.
 pub struct Stage {
     target: PathBuf,
@@ -46,6 +74,10 @@ pub struct Stage {
     /// The staging directory is inside an existing empty target.
     inside: bool,
     committed: bool,
+    /// Held while this run lives: tells other runs the staging dir is not debris.
+    _lock: Lock,
+    /// Whether `commit` makes the tree durable before and after placing it.
+    sync: bool,
 }
 
 impl Stage {
@@ -70,31 +102,48 @@ impl Stage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::from(e).context(format!("checking {shown}"))),
         };
+        // No cleanup by another run may see the new directory before it is locked.
+        let guard = leftovers::guard(staging_parent(target, inside), target)?;
         let staging = if inside {
-            make_unique_dir(target, ".barge-staging")?
+            make_unique_dir(target, INSIDE_PREFIX)?
         } else {
-            let name = target
+            target
                 .file_name()
                 .ok_or_else(|| Error::new(format!("invalid target directory {shown}")))?;
             let parent = match target.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            let prefix = format!(".{}.barge", name.to_string_lossy());
-            make_unique_dir(parent, &prefix).map_err(|e| {
+            make_unique_dir(parent, &beside_prefix(target).unwrap_or_default()).map_err(|e| {
                 e.hint(format!(
                     "make sure the parent directory of {shown} exists and is writable"
                 ))
             })?
         };
+        let lock = match leftovers::lock_new_dir(&staging) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&staging);
+                return Err(e);
+            }
+        };
+        drop(guard);
         let stage = Stage {
             target: target.to_path_buf(),
             staging,
             inside,
             committed: false,
+            _lock: lock,
+            sync: true,
         };
         make_dir(&stage.root_path())?;
         Ok(stage)
+    }
+
+    /// `commit` skips the syncs (`--no-sync`): faster, but a power cut soon after
+    /// may lose part of the tree.
+    pub fn no_sync(&mut self) {
+        self.sync = false;
     }
 
     /// The staging directory itself (it holds [`Self::root_path`] and
@@ -154,6 +203,10 @@ impl Stage {
             .with_context(|| format!("reading {}", root.display()))?;
         let mode = final_root_mode(meta.permissions().mode());
         let shown = self.target.display().to_string();
+        if self.sync {
+            sync_filesystem(&self.staging)
+                .with_context(|| format!("writing the extracted tree to disk for {shown}"))?;
+        }
         if self.inside {
             self.move_children_up()
                 .with_context(|| format!("moving the extracted tree into {shown}"))?;
@@ -165,7 +218,22 @@ impl Stage {
         }
         self.committed = true;
         apply_root_meta(&self.target, &meta, mode)
-            .with_context(|| format!("setting the metadata of {shown}"))
+            .with_context(|| format!("setting the metadata of {shown}"))?;
+        if self.sync {
+            self.sync_placement()
+                .with_context(|| format!("writing {shown} to disk"))?;
+        }
+        Ok(())
+    }
+
+    /// After the rename: the target itself (its new children and metadata) and the
+    /// directory that holds its name.
+    fn sync_placement(&self) -> Result<()> {
+        sync_dir(&self.target)?;
+        match self.target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+            _ => sync_dir(Path::new(".")),
+        }
     }
 
     /// Inside-target case: renames each child of the staging dir into the target.
@@ -211,6 +279,26 @@ impl Drop for Stage {
             let _ = remove_tree_at(dir.as_raw_fd(), &name);
         }
     }
+}
+
+/// `syncfs(2)` of the filesystem holding `path`: every file written there is on disk.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = open_dir(path)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// `fsync(2)` of a directory: its entries (renames, new names) are on disk.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    let dir = open_dir(path)?;
+    // SAFETY: fsync on a descriptor we own.
+    if unsafe { libc::fsync(dir.as_raw_fd()) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
 }
 
 /// Removes whatever is at `root/.git` (not following links), then renames

@@ -289,9 +289,20 @@ fn read_auth_file(path: &Path) -> Result<Option<JsonValue>> {
         )));
     }
     let bytes = fs::read(path).with_context(what)?;
-    let doc = json::parse(&bytes, &what())?;
-    json::as_object(&doc, &what())?;
-    Ok(Some(doc))
+    parse_auth_file(&bytes, &what()).map(Some)
+}
+
+/// Parses the content of an auth file; `what` names it in errors.
+fn parse_auth_file(bytes: &[u8], what: &str) -> Result<JsonValue> {
+    let doc = json::parse(bytes, what)?;
+    json::as_object(&doc, what)?;
+    Ok(doc)
+}
+
+/// [`lookup_in`] over the content of one auth file (the fuzz target's entry point).
+#[cfg(feature = "fuzzing")]
+pub fn lookup_in_bytes(bytes: &[u8], keys: &[String]) -> Result<Option<Credentials>> {
+    find_in_doc(&parse_auth_file(bytes, "credentials file")?, keys)
 }
 
 /// Drops `http://`/`https://` and anything from the first `/`; lowercases.

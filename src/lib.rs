@@ -1,0 +1,32 @@
+//! barge as a library: the modules behind the `barge` binary (src/main.rs).
+//!
+//! Only what the binary calls is public: the command line (`cli`), the commands
+//! (`pull`, `commit`, `push`, `login`), signal handling, output (`progress`) and
+//! the error type. The rest stays private to the crate, so unused code is still
+//! reported. With the `fuzzing` feature, [`fuzzing`] adds one entry point per
+//! parser of outside input for the cargo-fuzz targets in fuzz/.
+
+pub mod cli;
+mod clock;
+pub mod commit;
+mod digest;
+pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod git;
+mod http;
+mod json;
+mod layer;
+pub mod login;
+mod manifest;
+#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
+mod memcpy;
+pub mod progress;
+pub mod pull;
+pub mod push;
+mod reference;
+mod registry;
+pub mod signal;
+mod store;
+#[cfg(test)]
+mod testutil;
