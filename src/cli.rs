@@ -5,6 +5,7 @@ use crate::checkout::CheckoutOptions;
 use crate::commit::CommitOptions;
 use crate::error::{Error, Result};
 use crate::login::LoginOptions;
+use crate::progress::Progress;
 use crate::pull::PullOptions;
 use crate::push::PushOptions;
 use crate::registry::client::TransportOptions;
@@ -49,7 +50,10 @@ Options:
       --password-stdin     Read the password for -u USER from standard input
       --platform OS/ARCH[/VARIANT]
                            Which image to take from a multi-platform index (default: this host's)
-  -q, --quiet              Print errors only
+      --progress=auto|tty|plain|quiet
+                           Progress lines: live bars on a terminal (tty), a line every 5 s
+                           (plain), none (quiet); auto: tty if stdout is a terminal, else plain
+  -q, --quiet              Print errors only (--progress=quiet)
       --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
@@ -68,7 +72,9 @@ Usage: barge commit [-r DIR] -m MESSAGE
 Options:
   -r, --rootfs DIR         The tree to commit (default: rootfs)
   -m, --message MESSAGE    What the layer does (kept in the image history)
-  -q, --quiet              Print errors only
+      --progress=auto|tty|plain|quiet
+                           As for pull and push: quiet prints errors only, the others the summary
+  -q, --quiet              Print errors only (--progress=quiet)
   -h, --help               Print this help
 
 SOURCE_DATE_EPOCH, when set, fixes the layer's times: the same tree then gives the
@@ -88,7 +94,10 @@ Options:
                            credential helpers, podman's auth file); without PASS, it is asked
                            for on the terminal without echo
       --password-stdin     Read the password for -u USER from standard input
-  -q, --quiet              Print errors only
+      --progress=auto|tty|plain|quiet
+                           Progress lines: live bars on a terminal (tty), a line every 5 s
+                           (plain), none (quiet); auto: tty if stdout is a terminal, else plain
+  -q, --quiet              Print errors only (--progress=quiet)
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -218,7 +227,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
 fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut image = None;
     let mut dir = PathBuf::from("rootfs");
-    let (mut user, mut platform, mut quiet, mut git) = (None, None, false, false);
+    let (mut user, mut platform, mut git) = (None, None, false);
+    let mut progress = Progress::Auto;
     let mut no_sync = false;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
@@ -229,7 +239,8 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
-            Short('q') | Long("quiet") => quiet = true,
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("progress") => progress = progress_value(p)?,
             Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
@@ -248,7 +259,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         user,
         password_stdin,
         platform,
-        quiet,
+        progress,
         git,
         no_sync,
         transport,
@@ -256,16 +267,19 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
 }
 
 fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
-    let (mut root, mut message, mut quiet) = (PathBuf::from("rootfs"), None, false);
+    let (mut root, mut message) = (PathBuf::from("rootfs"), None);
+    let mut progress = Progress::Auto;
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(COMMIT_HELP)),
             Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
             Short('m') | Long("message") => message = Some(string_value(p)?),
-            Short('q') | Long("quiet") => quiet = true,
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("progress") => progress = progress_value(p)?,
             other => return Err(usage_error(other.unexpected())),
         }
     }
+    let quiet = progress == Progress::Quiet;
     let message = message.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
         Error::new("missing commit message").hint("usage: barge commit [-r DIR] -m MESSAGE")
     })?;
@@ -309,7 +323,8 @@ fn parse_checkout(p: &mut lexopt::Parser) -> Result<Command> {
 }
 
 fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
-    let (mut name, mut dir, mut user, mut quiet) = (None, PathBuf::from("rootfs"), None, false);
+    let (mut name, mut dir, mut user) = (None, PathBuf::from("rootfs"), None);
+    let mut progress = Progress::Auto;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
@@ -318,7 +333,8 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
             Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
-            Short('q') | Long("quiet") => quiet = true,
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("progress") => progress = progress_value(p)?,
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
@@ -334,7 +350,7 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
         dir,
         user,
         password_stdin,
-        quiet,
+        progress,
         transport,
     }))
 }
@@ -420,6 +436,11 @@ fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions
     Ok(())
 }
 
+/// `--progress=auto|tty|plain|quiet` (`-q` is `quiet`).
+fn progress_value(p: &mut lexopt::Parser) -> Result<Progress> {
+    Progress::parse(&string_value(p)?)
+}
+
 /// A whole number (at most 10^9) for option `--name`.
 fn number_value(p: &mut lexopt::Parser, name: &str) -> Result<u64> {
     let v = string_value(p)?;
@@ -459,18 +480,49 @@ mod tests {
             panic!()
         };
         assert_eq!(p.dir, PathBuf::from("rootfs"));
-        assert!(!p.git && !p.quiet);
+        assert!(!p.git && p.progress == Progress::Auto);
         let Command::Pull(p) = parse(args(
             "pull -r d -g -q --platform linux/arm64 -u a:b --ca-cert c.pem --insecure h:5 x",
         ))
         .unwrap() else {
             panic!()
         };
-        assert_eq!((p.dir.to_str(), p.git, p.quiet), (Some("d"), true, true));
+        assert_eq!(
+            (p.dir.to_str(), p.git, p.progress),
+            (Some("d"), true, Progress::Quiet)
+        );
         assert_eq!(p.platform.as_deref(), Some("linux/arm64"));
         assert_eq!(p.transport.insecure, vec!["h:5".to_string()]);
         assert_eq!(p.image, "x");
         assert!(!p.password_stdin);
+    }
+
+    #[test]
+    fn progress_option_on_every_command() {
+        for (line, want) in [
+            ("pull x --progress=plain", Progress::Plain),
+            ("pull x --progress tty", Progress::Tty),
+            ("pull x --progress=plain -q", Progress::Quiet),
+            ("push h/x:1 --progress=quiet", Progress::Quiet),
+            ("push h/x:1 -q --progress=auto", Progress::Auto),
+        ] {
+            let got = match parse(args(line)).unwrap() {
+                Command::Pull(p) => p.progress,
+                Command::Push(p) => p.progress,
+                _ => panic!("{line}"),
+            };
+            assert_eq!(got, want, "{line}");
+        }
+        let Command::Commit(_, quiet) = parse(args("commit -m m --progress=quiet")).unwrap() else {
+            panic!()
+        };
+        assert!(quiet);
+        let Command::Commit(_, quiet) = parse(args("commit -m m --progress=plain")).unwrap() else {
+            panic!()
+        };
+        assert!(!quiet);
+        let e = parse(args("pull x --progress=fancy")).err().unwrap();
+        assert!(e.to_string().contains("fancy"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::layer::leftovers;
 use crate::layer::stage::{self, Stage};
 use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackStats};
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
-use crate::progress::{human_bytes, MeterReader, Output};
+use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
 use crate::reference::Reference;
 use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
@@ -33,7 +33,7 @@ pub struct PullOptions {
     pub user: Option<String>,
     pub password_stdin: bool,
     pub platform: Option<String>,
-    pub quiet: bool,
+    pub progress: Progress,
     pub git: bool,
     /// Skip the syncs that make the tree survive a power cut once "Done" is printed.
     pub no_sync: bool,
@@ -52,7 +52,7 @@ pub struct ResolvedImage {
 const MAX_CONFIG: u64 = 8 << 20;
 
 pub fn run(opts: &PullOptions) -> Result<()> {
-    let out = Output::new(opts.quiet);
+    let out = Output::new(opts.progress);
     let reference = Reference::parse(&opts.image)?;
     let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
     let removed = stage::remove_dead_staging(&opts.dir)?;
@@ -186,8 +186,8 @@ fn unpack_all(
     opts: &PullOptions,
 ) -> Result<(UnpackStats, Option<usize>)> {
     let layers = &image.manifest.layers;
-    let s = if layers.len() == 1 { "" } else { "s" };
-    out.line(format!("Pulling {} layer{s}:", layers.len()));
+    out.line(format!("Pulling {}:", count(layers.len(), "layer")));
+    out.start(layers.len(), layers.iter().map(|d| d.size).sum());
     let dir = stage.root_path();
     let mut root = Root::open(&dir)?;
     // The repository lives beside the root, where no layer entry can reach it,
@@ -234,7 +234,7 @@ fn unpack_all(
             )?;
             line.push_str(&format!(" → {branch}"));
         }
-        out.line(line);
+        out.layer_done(desc.size, line);
         chain = Some(chain_id);
         let descriptor = store::Descriptor {
             media_type: desc.media_type.clone(),
@@ -283,7 +283,7 @@ fn report_image_git(out: &Output, image_git: Option<usize>, opts: &PullOptions) 
     let note = format!(
         "Note: the image's own /.git ({what}) is kept in barge's record, not in {dir}: {dir}/.git is barge's repository"
     );
-    if opts.quiet {
+    if opts.progress == Progress::Quiet {
         eprintln!("barge: {note}");
     } else {
         out.line(note);
@@ -327,7 +327,7 @@ fn pull_layer(
 ) -> Result<UnpackStats> {
     let compression = manifest::layer_compression(&desc.media_type)?;
     let blob = BlobReader::open(reg, repo, &desc.digest, desc.size)?;
-    let mut meter = out.meter(desc.digest.short(), Some(desc.size));
+    let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut compressed = HashReader::new(MeterReader {
         inner: Interruptible(blob),
         meter: &mut meter,
@@ -370,6 +370,11 @@ fn apply_hashed<R: Read>(
     let stats = apply_layer_with(root, &mut hashed, opts, changes, sink)?;
     io::copy(&mut hashed, &mut io::sink()).context("read layer")?;
     Ok((stats, hashed.finish().0))
+}
+
+/// `sha256:abcd12345678`: how meters name a blob.
+pub fn meter_label(digest: &Digest) -> String {
+    format!("sha256:{}", digest.short())
 }
 
 fn add_stats(total: &mut UnpackStats, s: &UnpackStats) {

@@ -9,8 +9,8 @@ use crate::bail;
 use crate::digest::Digest;
 use crate::error::{Context, Error, Result};
 use crate::manifest::{self, Descriptor, Fetched, Manifest};
-use crate::progress::{human_bytes, Output};
-use crate::pull::resolve_credentials;
+use crate::progress::{count, human_bytes, Output, Progress};
+use crate::pull::{meter_label, resolve_credentials};
 use crate::reference::Reference;
 use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
@@ -26,7 +26,7 @@ pub struct PushOptions {
     pub dir: PathBuf,
     pub user: Option<String>,
     pub password_stdin: bool,
-    pub quiet: bool,
+    pub progress: Progress,
     pub transport: TransportOptions,
 }
 
@@ -45,7 +45,7 @@ struct Origin {
 }
 
 pub fn run(opts: &PushOptions) -> Result<()> {
-    let out = Output::new(opts.quiet);
+    let out = Output::new(opts.progress);
     let target = Reference::parse(&opts.name)?;
     if target.digest.is_some() {
         bail!("push takes NAME[:TAG], not a digest");
@@ -59,15 +59,19 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     };
     let mut reg = target_registry(&target, &origin, opts)?;
     out.line(format!("Pushing image {target} ..."));
-    let s = if manifest.layers.len() == 1 { "" } else { "s" };
-    out.line(format!("Pushing {} layer{s}:", manifest.layers.len()));
+    let layers = &manifest.layers;
+    out.line(format!("Pushing {}:", count(layers.len(), "layer")));
+    out.start(layers.len(), layers.iter().map(|d| d.size).sum());
     for desc in &manifest.layers {
         let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
-        out.line(format!(
-            "\t{} ({}) ... done{how}",
-            desc.digest,
-            human_bytes(desc.size)
-        ));
+        out.layer_done(
+            desc.size,
+            format!(
+                "\t{} ({}) ... done{how}",
+                desc.digest,
+                human_bytes(desc.size)
+            ),
+        );
     }
     push_config(&mut reg, &target, &manifest.config, &record.config)?;
     let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
@@ -162,7 +166,7 @@ fn push_blob(
         }
         _ => Upload::new(reg, repo),
     };
-    let mut meter = out.meter(desc.digest.short(), Some(desc.size));
+    let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut progress = |n: u64| meter.add(n);
     match source {
         Source::Local(path) => {
