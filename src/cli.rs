@@ -1,6 +1,7 @@
 //! Command-line parsing (lexopt): commands, their options, and `--help` texts.
 //! Parsing only: nothing here touches the network or the disk.
 
+use crate::checkout::CheckoutOptions;
 use crate::commit::CommitOptions;
 use crate::error::{Error, Result};
 use crate::login::LoginOptions;
@@ -8,6 +9,7 @@ use crate::progress::Progress;
 use crate::pull::PullOptions;
 use crate::push::PushOptions;
 use crate::registry::client::TransportOptions;
+use crate::status::StatusOptions;
 use lexopt::prelude::*;
 use std::path::PathBuf;
 
@@ -19,6 +21,8 @@ Usage: barge <COMMAND> [OPTIONS]
 Commands:
   pull IMAGE     Fetch an image and lay its root filesystem out in a directory
   commit         Turn what changed in a pulled directory into a new layer
+  status         List what `commit` would take (metadata changes included)
+  checkout LAYER Put a pulled directory exactly at one of its layers
   push NAME      Upload a committed directory's image to a registry
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
@@ -137,8 +141,38 @@ REGISTRY defaults to Docker Hub.
 Options:
   -h, --help               Print this help";
 
+pub const STATUS_HELP: &str = "\
+List what `barge commit` would take from DIR (pulled with -g), one line per path:
+`A  path` added, `M  path (what changed)` changed (content, mode, owner, xattrs,
+link target, type, hardlinks), `D  path` deleted; and the layer the tree is on.
+
+Usage: barge status [-r DIR] [-q]
+
+Options:
+  -r, --rootfs DIR         The tree (default: rootfs)
+  -q, --quiet              Only the change lines (nothing when clean)
+  -h, --help               Print this help";
+
+pub const CHECKOUT_HELP: &str = "\
+Put DIR (pulled with -g) exactly at layer LAYER: content from git, then owners,
+modes, hardlinks, xattrs, devices, empty directories and mtimes from barge's record.
+Use it instead of `git checkout`, which loses all of these.
+
+Usage: barge checkout LAYER [-r DIR] [--force]
+
+LAYER is a branch name (layer_<N>_<chainid>), a layer number N (0 is the bottom),
+or a ChainID (sha256:<hex> or a unique hex prefix; digits alone are a number).
+
+Options:
+  -r, --rootfs DIR         The tree (default: rootfs)
+  -f, --force              Drop uncommitted changes (see `barge status`) instead of refusing
+  -q, --quiet              Print errors only
+  -h, --help               Print this help";
+
 /// A parsed command line.
 pub enum Command {
+    Status(StatusOptions),
+    Checkout(CheckoutOptions),
     Help(&'static str),
     Version,
     Pull(PullOptions),
@@ -153,6 +187,8 @@ impl Command {
     pub fn label(&self) -> String {
         match self {
             Command::Help(_) | Command::Version => String::new(),
+            Command::Status(o) => format!("status {}: ", o.root.display()),
+            Command::Checkout(o) => format!("checkout {}: ", o.layer),
             Command::Pull(p) => format!("pull {}: ", p.image),
             Command::Commit(c, _) => format!("commit {}: ", c.root.display()),
             Command::Push(p) => format!("push {}: ", p.name),
@@ -174,6 +210,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
         Value(cmd) => match cmd.to_string_lossy().as_ref() {
             "pull" => parse_pull(&mut parser),
             "commit" => parse_commit(&mut parser),
+            "status" => parse_status(&mut parser),
+            "checkout" => parse_checkout(&mut parser),
             "push" => parse_push(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
@@ -246,6 +284,42 @@ fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
         Error::new("missing commit message").hint("usage: barge commit [-r DIR] -m MESSAGE")
     })?;
     Ok(Command::Commit(CommitOptions { root, message }, quiet))
+}
+
+fn parse_status(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut root, mut quiet) = (PathBuf::from("rootfs"), false);
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(STATUS_HELP)),
+            Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
+            Short('q') | Long("quiet") => quiet = true,
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    Ok(Command::Status(StatusOptions { root, quiet }))
+}
+
+fn parse_checkout(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut root, mut layer, mut force, mut quiet) = (PathBuf::from("rootfs"), None, false, false);
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(CHECKOUT_HELP)),
+            Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
+            Short('f') | Long("force") => force = true,
+            Short('q') | Long("quiet") => quiet = true,
+            Value(v) if layer.is_none() => layer = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let layer = layer.ok_or_else(|| {
+        Error::new("missing LAYER").hint("usage: barge checkout LAYER [-r DIR] [--force]")
+    })?;
+    Ok(Command::Checkout(CheckoutOptions {
+        root,
+        layer,
+        force,
+        quiet,
+    }))
 }
 
 fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
@@ -332,6 +406,8 @@ fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
     match topic.as_str() {
         "pull" => Ok(Command::Help(PULL_HELP)),
         "commit" => Ok(Command::Help(COMMIT_HELP)),
+        "status" => Ok(Command::Help(STATUS_HELP)),
+        "checkout" => Ok(Command::Help(CHECKOUT_HELP)),
         "push" => Ok(Command::Help(PUSH_HELP)),
         "login" => Ok(Command::Help(LOGIN_HELP)),
         "logout" => Ok(Command::Help(LOGOUT_HELP)),
@@ -473,6 +549,8 @@ mod tests {
         for (cmd, text) in [
             ("pull", PULL_HELP),
             ("commit", COMMIT_HELP),
+            ("status", STATUS_HELP),
+            ("checkout", CHECKOUT_HELP),
             ("push", PUSH_HELP),
             ("login", LOGIN_HELP),
             ("logout", LOGOUT_HELP),

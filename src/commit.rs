@@ -10,8 +10,8 @@ use crate::bail;
 use crate::clock::now_or_epoch;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::git::{branch_name, History, LayerMessage};
-use crate::layer::diff::diff;
+use crate::git::{branch_index, branch_name, History, LayerMessage};
+use crate::layer::diff::{diff, Diff};
 use crate::layer::leftovers::{self, Lock};
 use crate::layer::pack::{check_names, pack};
 use crate::layer::stage::sync_filesystem;
@@ -78,13 +78,13 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     if let Some(line) = leftovers::report(&removed) {
         eprintln!("{line}");
     }
-    let head = history.current_branch()?;
-    if head != top {
+    let (at, head) = head_layer(root, &record, &history)?;
+    if at + 1 != chains.len() {
         return Err(Error::new(format!(
-            "commit: HEAD is on {head}, not on the top layer branch {top}"
+            "commit: HEAD is on {head} (layer {at}), not on the top layer {top}"
         ))
         .hint(format!(
-            "run `git checkout {top}` in {} first",
+            "new layers go on the top only: run `barge checkout {top} -r {}` first",
             root.display()
         )));
     }
@@ -92,12 +92,8 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     let config = parse_object(&record.config, "config")?;
     let layer_type = layer_media_type(&manifest);
 
-    let found = diff(root, record.tree())?;
+    let found = changes_at(root, &mut record, at)?;
     if found.changes.is_empty() {
-        if found.stat_moved {
-            record.tree = found.tree;
-            record.save_tree()?;
-        }
         return Err(nothing_to_commit(root, &top));
     }
     check_names(&found.changes)?;
@@ -162,9 +158,44 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
     })
 }
 
-/// Locks `.git/barge` for the whole commit (not a barge tree: no lock, and
+/// The layer HEAD's branch is (0 is the bottom), and that branch; an error naming
+/// the command that puts HEAD back when it is on no layer branch of the record.
+pub fn head_layer(root: &Path, record: &Record, history: &History) -> Result<(usize, String)> {
+    let chains = record.chain_ids();
+    let head = history.current_branch()?;
+    let at =
+        branch_index(&head).filter(|&n| chains.get(n).is_some_and(|c| branch_name(n, c) == head));
+    match (at, chains.last()) {
+        (Some(n), _) => Ok((n, head)),
+        (None, Some(top)) => Err(Error::new(format!(
+            "HEAD is on {head}, not on a layer branch of {}",
+            root.display()
+        ))
+        .hint(format!(
+            "run `barge checkout {} -r {}`",
+            branch_name(chains.len() - 1, top),
+            root.display()
+        ))),
+        (None, None) => bail!("{}: the record has no layers", root.display()),
+    }
+}
+
+/// What `barge commit` would take if the tree were on layer `at`: the diff against
+/// the merged view there. On the top layer a clean tree's moved stat cache is saved,
+/// so the next look is fast again.
+pub fn changes_at(root: &Path, record: &mut Record, at: usize) -> Result<Diff> {
+    let top = at + 1 >= record.layers.len();
+    let found = diff(root, &record.tree_at(at))?;
+    if top && found.changes.is_empty() && found.stat_moved {
+        record.tree = found.tree.clone();
+        record.save_tree()?;
+    }
+    Ok(found)
+}
+
+/// Locks `.git/barge` for the whole commit, status or checkout (not a barge tree: no lock, and
 /// `Record::load` says why).
-fn lock(root: &Path) -> Result<Option<Lock>> {
+pub fn lock(root: &Path) -> Result<Option<Lock>> {
     let dir = barge_dir(root);
     if !dir.is_dir() {
         return Ok(None);
@@ -296,7 +327,7 @@ fn next_manifest(
 fn nothing_to_commit(root: &std::path::Path, top: &str) -> Error {
     let dir = root.display();
     Error::new(format!("nothing to commit: {dir} is the same as {top}"))
-        .hint(format!("run `git -C {dir} status` to see it"))
+        .hint(format!("run `barge status -r {dir}` to see it"))
 }
 
 /// RFC 3339 UTC time (`2024-01-02T03:04:05Z`) of seconds since the epoch.
@@ -477,7 +508,8 @@ mod flow_tests {
 
         let e = run(opts(&root, "noop")).unwrap_err();
         assert!(
-            e.to_string().starts_with("nothing to commit: ") && e.to_string().contains("git -C "),
+            e.to_string().starts_with("nothing to commit: ")
+                && e.to_string().contains("barge status -r "),
             "{e}"
         );
         assert!(run(opts(&root, "  ")).is_err());
@@ -521,7 +553,11 @@ mod flow_tests {
         git(&root, &["checkout", "-q", &branches[1]]);
         write(&root, "etc/motd2", "x\n");
         let e = run(opts(&root, "x")).unwrap_err();
-        assert!(e.to_string().contains("not on the top layer branch"), "{e}");
+        assert!(
+            e.to_string().contains("not on the top layer")
+                && e.to_string().contains("run `barge checkout layer_2_"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -6,6 +6,7 @@
 //! reported. With the `fuzzing` feature, [`fuzzing`] adds one entry point per
 //! parser of outside input for the cargo-fuzz targets in fuzz/.
 
+pub mod checkout;
 pub mod cli;
 mod clock;
 pub mod commit;
@@ -27,6 +28,7 @@ pub mod push;
 mod reference;
 mod registry;
 pub mod signal;
+pub mod status;
 mod store;
 #[cfg(test)]
 mod testutil;

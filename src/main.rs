@@ -4,7 +4,7 @@
 //! error if something failed. Everything else lives in the library (src/lib.rs).
 
 use barge::cli::{self, Command};
-use barge::{commit, error, login, progress, pull, push, signal};
+use barge::{checkout, commit, error, login, progress, pull, push, signal, status};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -58,6 +58,8 @@ fn run(cmd: Command) -> error::Result<()> {
         Command::Pull(opts) => pull::run(&opts)?,
         Command::Commit(opts, quiet) => print_commit(&commit::run(opts)?, quiet),
         Command::Push(opts) => push::run(&opts)?,
+        Command::Status(opts) => status::run(&opts)?,
+        Command::Checkout(opts) => checkout::run(&opts)?,
         Command::Login(opts) => println!("{}", login::login(&opts)?),
         Command::Logout(registry) => println!("{}", login::logout(registry.as_deref())?),
     }

@@ -200,6 +200,56 @@ impl Record {
         &self.tree
     }
 
+    /// The merged view at layer `n` (bottom is 0): the top's tree with its stat
+    /// cache, or layers 0..=n merged (no stat cache) with the directories no layer
+    /// listed (the root, parents) as the top's tree has them.
+    pub fn tree_at(&self, n: usize) -> Tree {
+        if n + 1 >= self.layers.len() {
+            return self.tree.clone();
+        }
+        let mut tree = Tree::default();
+        for l in &self.layers[..=n] {
+            tree.apply(&l.changes);
+        }
+        let mut missing: BTreeSet<ImagePath> = BTreeSet::new();
+        missing.insert(Vec::new());
+        for p in tree.entries.keys() {
+            let mut q = p.as_slice();
+            while let Some(i) = q.iter().rposition(|&b| b == b'/') {
+                q = &q[..i];
+                missing.insert(q.to_vec());
+            }
+        }
+        for p in missing {
+            if tree.entries.contains_key(&p) {
+                continue;
+            }
+            if let Some(t) = self.tree.entries.get(&p) {
+                let entry = t.entry.clone();
+                tree.entries.insert(p, TreeEntry { entry, stat: None });
+            }
+        }
+        // Paths of a hardlink group share one inode: extraction leaves the metadata of
+        // the file they link to, whatever the links' own headers say.
+        let links: Vec<(ImagePath, Entry)> = tree
+            .entries
+            .iter()
+            .filter(|(_, t)| t.entry.kind == EntryKind::Hardlink)
+            .filter_map(|(p, t)| {
+                let l = tree.entries.get(t.entry.link.as_ref()?)?;
+                Some((p.clone(), l.entry.clone()))
+            })
+            .collect();
+        for (p, l) in links {
+            if let Some(t) = tree.entries.get_mut(&p) {
+                let e = &mut t.entry;
+                (e.mode, e.uid, e.gid, e.mtime) = (l.mode, l.uid, l.gid, l.mtime);
+                e.xattrs = l.xattrs;
+            }
+        }
+        tree
+    }
+
     /// ChainIDs of every layer, bottom first.
     pub fn chain_ids(&self) -> Vec<Digest> {
         let mut out: Vec<Digest> = Vec::with_capacity(self.layers.len());

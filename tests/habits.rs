@@ -316,7 +316,7 @@ fn nothing_to_commit_says_how_to_see_the_tree() {
     let dir = pull_git(&tmp);
     let out = barge(&["commit", "-r", s(&dir), "-m", "noop"]);
     let line = assert_clean_failure(&out, &[]);
-    let hint = format!("run `git -C {} status` to see it", dir.display());
+    let hint = format!("run `barge status -r {}` to see it", dir.display());
     assert!(line.contains("nothing to commit: "), "{line}");
     assert!(line.contains("is the same as layer_0_"), "{line}");
     assert!(line.ends_with(&hint), "{line}");

@@ -245,6 +245,15 @@ impl History {
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 
+    /// Switches the work tree and HEAD to `branch` (`git checkout -f`): files git
+    /// holds are rewritten; what it cannot hold is left for the caller to put right.
+    pub fn switch_to(&self, branch: &str) -> Result<()> {
+        self.repo
+            .output(&["checkout", "-q", "-f", branch, "--"], None)
+            .with_context(|| format!("git checkout {branch}"))?;
+        Ok(())
+    }
+
     /// Deletes the layer branches beyond the record's `layers` layers (left by a
     /// commit killed after git moved and before its record was written). If one is
     /// checked out, HEAD goes back to `top` and the index to its tree; the working
