@@ -73,7 +73,8 @@ Options:
   -r, --rootfs DIR         The tree to commit (default: rootfs)
   -m, --message MESSAGE    What the layer does (kept in the image history)
       --progress=auto|tty|plain|quiet
-                           As for pull and push: quiet prints errors only, the others the summary
+                           As for pull and push: a meter while the layer is written (tty: live
+                           bar, plain: a line every 5 s), then the summary; quiet: errors only
   -q, --quiet              Print errors only (--progress=quiet)
   -h, --help               Print this help
 
@@ -176,7 +177,7 @@ pub enum Command {
     Help(&'static str),
     Version,
     Pull(PullOptions),
-    Commit(CommitOptions, bool),
+    Commit(CommitOptions, Progress),
     Push(PushOptions),
     Login(LoginOptions),
     Logout(Option<String>),
@@ -279,11 +280,10 @@ fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
             other => return Err(usage_error(other.unexpected())),
         }
     }
-    let quiet = progress == Progress::Quiet;
     let message = message.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
         Error::new("missing commit message").hint("usage: barge commit [-r DIR] -m MESSAGE")
     })?;
-    Ok(Command::Commit(CommitOptions { root, message }, quiet))
+    Ok(Command::Commit(CommitOptions { root, message }, progress))
 }
 
 fn parse_status(p: &mut lexopt::Parser) -> Result<Command> {
@@ -513,14 +513,14 @@ mod tests {
             };
             assert_eq!(got, want, "{line}");
         }
-        let Command::Commit(_, quiet) = parse(args("commit -m m --progress=quiet")).unwrap() else {
+        let Command::Commit(_, p) = parse(args("commit -m m --progress=quiet")).unwrap() else {
             panic!()
         };
-        assert!(quiet);
-        let Command::Commit(_, quiet) = parse(args("commit -m m --progress=plain")).unwrap() else {
+        assert_eq!(p, Progress::Quiet);
+        let Command::Commit(_, p) = parse(args("commit -m m --progress=plain")).unwrap() else {
             panic!()
         };
-        assert!(!quiet);
+        assert_eq!(p, Progress::Plain);
         let e = parse(args("pull x --progress=fancy")).err().unwrap();
         assert!(e.to_string().contains("fancy"), "{e}");
     }

@@ -12,10 +12,12 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::git::{branch_index, branch_name, History, LayerMessage};
 use crate::layer::diff::{diff, Diff};
+use crate::layer::entry::{Change, EntryKind};
 use crate::layer::leftovers::{self, Lock};
-use crate::layer::pack::{check_names, pack};
+use crate::layer::pack::{check_names, pack_counted, Packed};
 use crate::layer::stage::sync_filesystem;
 use crate::manifest::chain_id;
+use crate::progress::{Output, Progress};
 use crate::store::{
     barge_dir, blob_path, put_blob, remove_uncommitted, Descriptor, LayerRecord, Record,
 };
@@ -52,8 +54,13 @@ const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/// Runs `barge commit`.
+/// Runs `barge commit` without progress output.
 pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
+    run_shown(opts, &Output::new(Progress::Quiet))
+}
+
+/// Runs `barge commit`, drawing a meter on `out` while the layer is written.
+pub fn run_shown(opts: CommitOptions, out: &Output) -> Result<CommitSummary> {
     let message = opts.message.trim().to_string();
     if message.is_empty() {
         return Err(Error::new("commit: a message is required").hint("give one with -m MESSAGE"));
@@ -102,7 +109,7 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let packed = pack(root, &found.changes, &blobs)?;
+    let packed = pack_shown(root, &found.changes, &blobs, out)?;
     let created = rfc3339(now_or_epoch());
     let new_config = next_config(config, &packed.diff_id, &created, &message)?;
     let config_bytes = crate::json::to_string_sorted(&new_config).into_bytes();
@@ -156,6 +163,27 @@ pub fn run(opts: CommitOptions) -> Result<CommitSummary> {
         diff_id: packed.diff_id,
         size: packed.size,
     })
+}
+
+/// Packs the new layer under a meter whose size is the changed regular files' content.
+fn pack_shown(root: &Path, changes: &[Change], blobs: &Path, out: &Output) -> Result<Packed> {
+    let size = content_size(changes);
+    out.start(1, size);
+    let mut meter = out.meter("new layer", Some(size));
+    let packed = pack_counted(root, changes, blobs, &mut |n| meter.add(n))?;
+    meter.finish();
+    Ok(packed)
+}
+
+/// Bytes of file content in `changes` (what packing reads).
+fn content_size(changes: &[Change]) -> u64 {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Put(e) if e.kind == EntryKind::File => e.size,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The layer HEAD's branch is (0 is the bottom), and that branch; an error naming
@@ -368,7 +396,7 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::layer::entry::Change;
+    pub use crate::layer::pack::pack;
     use crate::store::Tree;
     use std::path::Path;
 

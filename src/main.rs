@@ -56,7 +56,11 @@ fn run(cmd: Command) -> error::Result<()> {
         Command::Help(text) => println!("{text}"),
         Command::Version => println!("barge {}", env!("CARGO_PKG_VERSION")),
         Command::Pull(opts) => pull::run(&opts)?,
-        Command::Commit(opts, quiet) => print_commit(&commit::run(opts)?, quiet),
+        Command::Commit(opts, shown) => {
+            let out = progress::Output::new(shown);
+            let summary = commit::run_shown(opts, &out)?;
+            print_commit(&summary, shown == progress::Progress::Quiet);
+        }
         Command::Push(opts) => push::run(&opts)?,
         Command::Status(opts) => status::run(&opts)?,
         Command::Checkout(opts) => checkout::run(&opts)?,

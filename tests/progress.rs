@@ -23,6 +23,10 @@ const SLOW_LAYER: usize = 3 << 20;
 const THROTTLE: u64 = 256 << 10;
 /// The plain-mode pace asked of barge in the slow test.
 const INTERVAL_MS: u64 = 1000;
+/// The pushed layer is larger than a loopback socket's send buffer (up to 4 MiB
+/// with Linux's default autotuning), so most of it is written at the proxy's pace.
+const PUSH_LAYER: usize = 7 << 20;
+const PUSH_THROTTLE: u64 = 512 << 10;
 
 /// One registry for this test binary, with a two-layer image and a slow one.
 struct Images {
@@ -178,7 +182,7 @@ fn bytes_done(line: &str) -> Option<f64> {
 #[test]
 fn plain_lines_come_at_a_steady_pace_while_a_slow_layer_arrives() {
     let reg = &images().registry;
-    let proxy = throttling_proxy(reg.port, THROTTLE, Duration::from_secs(40));
+    let proxy = throttling_proxy(reg.port, (THROTTLE, None), Duration::from_secs(40));
     let image = format!("127.0.0.1:{proxy}/progress/slow:1");
     let tmp = TempDir::new("progress-slow");
     let home = TempDir::new("progress-home");
@@ -239,9 +243,14 @@ fn run_timed(
     dir: &Path,
     home: &Path,
 ) -> (Vec<Timed>, std::process::ExitStatus, String) {
+    let dir = dir.to_str().expect("utf-8 path");
+    run_timed_args(&["pull", image, "-r", dir], home)
+}
+
+/// Runs barge with `--progress=plain` at the test pace, timing each stdout line.
+fn run_timed_args(args: &[&str], home: &Path) -> (Vec<Timed>, std::process::ExitStatus, String) {
     let mut cmd = Command::new(barge_path());
-    cmd.args(["pull", image, "-r"])
-        .arg(dir)
+    cmd.args(args)
         .arg("--progress=plain")
         .env("BARGE_PROGRESS_INTERVAL_MS", INTERVAL_MS.to_string())
         .env("DOCKER_CONFIG", home)
@@ -282,8 +291,13 @@ fn run_timed(
 /// A TCP proxy on 127.0.0.1 (the returned port) to `upstream`, passing requests as
 /// they come and responses at `rate` bytes/s per connection. It accepts for
 /// `lifetime`, and every relay ends by then too.
-fn throttling_proxy(upstream: u16, rate: u64, lifetime: Duration) -> u16 {
+/// A proxy to `upstream` that sends at most `down` bytes a second to the client,
+/// and `up` (when given) to the registry.
+fn throttling_proxy(upstream: u16, (rate, up): (u64, Option<u64>), lifetime: Duration) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    if up.is_some() {
+        small_receive_buffer(&listener);
+    }
     let port = listener.local_addr().expect("proxy address").port();
     listener
         .set_nonblocking(true)
@@ -294,7 +308,7 @@ fn throttling_proxy(upstream: u16, rate: u64, lifetime: Duration) -> u16 {
         while Instant::now() < deadline {
             match listener.accept() {
                 Ok((client, _)) => {
-                    thread::spawn(move || relay(client, to, rate, deadline));
+                    thread::spawn(move || relay(client, to, (rate, up), deadline));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(10))
@@ -306,7 +320,30 @@ fn throttling_proxy(upstream: u16, rate: u64, lifetime: Duration) -> u16 {
     port
 }
 
-fn relay(client: TcpStream, upstream: SocketAddr, rate: u64, deadline: Instant) {
+/// Accepted connections get a 64 KiB receive buffer, so an upload cannot hide in
+/// the kernel's buffers: the client's writes follow the throttled pace.
+fn small_receive_buffer(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 << 10;
+    // SAFETY: setsockopt reads an int we own, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+}
+
+fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    (rate, up): (u64, Option<u64>),
+    deadline: Instant,
+) {
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -314,7 +351,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, rate: u64, deadline: Instant) 
     let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    thread::spawn(move || pump(c2, s2, None, deadline));
+    thread::spawn(move || pump(c2, s2, up, deadline));
     pump(server, client, Some(rate), deadline);
 }
 
@@ -398,4 +435,96 @@ fn push_draws_a_meter_for_an_uploaded_layer_and_plain_has_no_escapes() {
     assert_success(&plain);
     assert!(!plain.stdout.contains(&0x1b), "{:?}", text(&plain.stdout));
     assert_eq!(done_lines(&text(&plain.stdout)).len(), 3);
+}
+
+/// A tree pulled with `-g` from `progress/two:1`, ready for commits.
+fn committable_tree() -> (TempDir, String) {
+    let reg = &images().registry;
+    let (tmp, _) = pull(&reg.image("progress/two:1"), &["-g", "-q"], &[]);
+    let dir = tmp.join("rootfs").to_str().expect("utf-8 path").to_string();
+    (tmp, dir)
+}
+
+fn commit(dir: &str, file: &str, seed: u64, flag: &str) -> Output {
+    let path = Path::new(dir).join(file);
+    std::fs::write(path, noise(4 << 20, seed)).expect("write a new file");
+    let pace = OsStr::new("1");
+    let out = barge_env(
+        &["commit", "-r", dir, "-m", file, flag],
+        &[("BARGE_PROGRESS_INTERVAL_MS", pace)],
+    );
+    assert_success(&out);
+    out
+}
+
+#[test]
+fn commit_draws_a_meter_while_it_writes_the_layer() {
+    let (_tmp, dir) = committable_tree();
+    let plain = commit(&dir, "one", 5, "--progress=plain");
+    let stdout = text(&plain.stdout);
+    assert!(!plain.stdout.contains(&0x1b), "escape code:\n{stdout:?}");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("\tnew layer ") && l.contains(" / 4.0 MiB ("))
+        .collect();
+    assert!(!lines.is_empty(), "no meter line:\n{stdout}");
+    assert!(stdout.contains("Changes committed in layer_2_"), "{stdout}");
+
+    let tty = commit(&dir, "two", 6, "--progress=tty");
+    let stdout = text(&tty.stdout);
+    assert!(
+        stdout.contains("\x1b[2K\tnew layer [") && stdout.contains("\x1b[2Ktotal: 0/1 layer,"),
+        "no live meter:\n{stdout:?}"
+    );
+    assert!(
+        stdout.contains("\r\x1b[2K\x1b[1A\x1b[2KChanges committed in layer_3_"),
+        "meter not cleared before the summary:\n{stdout:?}"
+    );
+
+    let quiet = commit(&dir, "three", 7, "-q");
+    assert!(
+        quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+        "-q: stdout {:?}, stderr {:?}",
+        text(&quiet.stdout),
+        text(&quiet.stderr)
+    );
+}
+
+#[test]
+fn plain_lines_grow_while_a_slow_push_uploads() {
+    let reg = &images().registry;
+    let (_tmp, dir) = committable_tree();
+    let big = Path::new(&dir).join("big");
+    std::fs::write(big, noise(PUSH_LAYER, 8)).expect("write a new file");
+    assert_success(&barge_env(&["commit", "-r", &dir, "-m", "big", "-q"], &[]));
+    let proxy = throttling_proxy(
+        reg.port,
+        (u64::MAX, Some(PUSH_THROTTLE)),
+        Duration::from_secs(40),
+    );
+    let image = format!("127.0.0.1:{proxy}/progress/two:slowpush");
+    let home = TempDir::new("progress-home");
+    let start = Instant::now();
+    let (lines, status, stderr) = run_timed_args(&["push", &image, "-r", &dir], home.path());
+    let all: String = lines.iter().map(|t| format!("{}\n", t.line)).collect();
+    assert!(status.success(), "push failed: {stderr}\n{all}");
+    assert!(
+        start.elapsed() > Duration::from_secs(8),
+        "not throttled:\n{all}"
+    );
+    assert!(!all.contains('\x1b'), "escape code:\n{all:?}");
+    let counts: Vec<f64> = lines.iter().filter_map(|t| bytes_done(&t.line)).collect();
+    assert!(
+        counts.len() >= 4,
+        "expected a line every {INTERVAL_MS} ms during the upload:\n{all}"
+    );
+    assert!(
+        counts.windows(2).all(|w| w[1] >= w[0]),
+        "byte counts never go back:\n{all}"
+    );
+    let growing = counts.windows(2).filter(|w| w[1] > w[0]).count();
+    assert!(
+        growing >= 3,
+        "byte counts must grow while uploading:\n{all}"
+    );
 }

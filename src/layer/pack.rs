@@ -36,7 +36,19 @@ pub struct Packed {
 }
 
 /// Packs `changes` (read from `root`) into a gzipped layer in `blobs_dir`.
+#[cfg(test)]
 pub fn pack(root: &Path, changes: &[Change], blobs_dir: &Path) -> Result<Packed> {
+    pack_counted(root, changes, blobs_dir, &mut |_| {})
+}
+
+/// [`pack`], telling `on_bytes` how many bytes of file content were read as they
+/// are (all told, the sizes of the regular files in `changes`).
+pub fn pack_counted(
+    root: &Path,
+    changes: &[Change],
+    blobs_dir: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Packed> {
     std::fs::create_dir_all(blobs_dir).with_context(|| blobs_dir.display().to_string())?;
     let tmp = blobs_dir.join(format!(".layer.tmp{}", std::process::id()));
     let res = (|| -> Result<Packed> {
@@ -44,7 +56,7 @@ pub fn pack(root: &Path, changes: &[Change], blobs_dir: &Path) -> Result<Packed>
         let outer = HashWriter::new(io::BufWriter::with_capacity(1 << 16, file));
         let gz = GzipWriter::new(outer);
         let inner = HashWriter::new(gz);
-        let inner = write_tar(root, changes, inner)?;
+        let inner = write_tar_counted(root, changes, inner, on_bytes)?;
         let (diff_id, _, gz) = inner.finish();
         let outer = gz.finish().context("compress layer")?;
         let (digest, size, buf) = outer.finish();
@@ -66,7 +78,18 @@ pub fn pack(root: &Path, changes: &[Change], blobs_dir: &Path) -> Result<Packed>
 }
 
 /// Writes the tar of `changes` to `w` and returns it.
-pub fn write_tar<W: Write>(root: &Path, changes: &[Change], mut w: W) -> Result<W> {
+#[cfg(test)]
+pub fn write_tar<W: Write>(root: &Path, changes: &[Change], w: W) -> Result<W> {
+    write_tar_counted(root, changes, w, &mut |_| {})
+}
+
+/// [`write_tar`], counting file content into `on_bytes` as it is read.
+fn write_tar_counted<W: Write>(
+    root: &Path,
+    changes: &[Change],
+    mut w: W,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<W> {
     let clamp = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok());
@@ -74,7 +97,7 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], mut w: W) -> Result<
     items.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, c) in items {
         match c {
-            Change::Put(e) => put_entry(root, e, clamp, &mut w)?,
+            Change::Put(e) => put_entry(root, e, clamp, &mut w, on_bytes)?,
             Change::Delete(_) | Change::Opaque(_) => {
                 let h = Header {
                     name: key,
@@ -107,7 +130,13 @@ fn tar_key(c: &Change) -> Vec<u8> {
     }
 }
 
-fn put_entry<W: Write>(root: &Path, e: &Entry, clamp: Option<i64>, w: &mut W) -> Result<()> {
+fn put_entry<W: Write>(
+    root: &Path,
+    e: &Entry,
+    clamp: Option<i64>,
+    w: &mut W,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<()> {
     let mtime = match clamp {
         Some(c) if e.mtime > c => c,
         _ => e.mtime,
@@ -142,18 +171,26 @@ fn put_entry<W: Write>(root: &Path, e: &Entry, clamp: Option<i64>, w: &mut W) ->
     };
     h.write(w).context("write layer")?;
     if e.kind == EntryKind::File {
-        copy_content(root, e, w)?;
+        copy_content(root, e, w, on_bytes)?;
     }
     Ok(())
 }
 
 /// Copies a file's content into the tar, checking it is what the diff saw.
-fn copy_content<W: Write>(root: &Path, e: &Entry, w: &mut W) -> Result<()> {
+fn copy_content<W: Write>(
+    root: &Path,
+    e: &Entry,
+    w: &mut W,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<()> {
     let full = root.join(OsStr::from_bytes(&e.path));
     let f = std::fs::File::open(&full).with_context(|| format!("read {}", full.display()))?;
     let mut hw = HashWriter::new(&mut *w);
-    let n = io::copy(&mut f.take(e.size), &mut hw)
-        .with_context(|| format!("read {}", full.display()))?;
+    let mut counted = Counted {
+        inner: f.take(e.size),
+        on_bytes,
+    };
+    let n = io::copy(&mut counted, &mut hw).with_context(|| format!("read {}", full.display()))?;
     let (d, _, _) = hw.finish();
     if n != e.size || e.content.as_ref().is_some_and(|c| *c != d) {
         return Err(Error::new(format!(
@@ -165,6 +202,20 @@ fn copy_content<W: Write>(root: &Path, e: &Entry, w: &mut W) -> Result<()> {
     let pad = (512 - (n % 512) as usize) % 512;
     w.write_all(&[0u8; 512][..pad]).context("write layer")?;
     Ok(())
+}
+
+/// A reader that tells `on_bytes` how many bytes each read gave.
+struct Counted<'c, R> {
+    inner: R,
+    on_bytes: &'c mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
 }
 
 /// One tar header (plus its PAX header when needed).
@@ -406,6 +457,32 @@ mod tests {
         changes.push(Change::Delete(b"etc/gone".to_vec()));
         changes.push(Change::Opaque(b"tmp/empty".to_vec()));
         changes
+    }
+
+    #[test]
+    fn pack_counts_every_content_byte_once() {
+        let root = tmpdir("pack-count");
+        write(&root, "a", &"x".repeat(100_000));
+        write(&root, "d/b", "hello\n");
+        std::os::unix::fs::symlink("a", root.join("link")).unwrap();
+        let changes = diff(&root, &Tree::default()).unwrap().changes;
+        let files: u64 = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put(e) if e.kind == EntryKind::File => Some(e.size),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(files, 100_006);
+        let (mut total, mut calls) = (0, 0);
+        let out = root.join(".git/barge/blobs/sha256");
+        let mut count = |n: u64| {
+            total += n;
+            calls += 1;
+        };
+        pack_counted(&root, &changes, &out, &mut count).unwrap();
+        assert_eq!(total, files);
+        assert!(calls > 2, "counted as it reads, not once at the end");
     }
 
     #[test]

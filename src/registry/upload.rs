@@ -190,7 +190,8 @@ impl Upload {
     }
 
     /// Sends `size` bytes from `data` and commits them as `digest`; `progress`
-    /// gets the bytes the registry confirmed, once each.
+    /// gets the bytes as they are written to the connection, once each (a resend
+    /// of bytes already counted adds nothing).
     pub fn send(
         mut self,
         reg: &mut Registry,
@@ -206,7 +207,7 @@ impl Upload {
             let step = match self.state.clone() {
                 SessionState::Closed => self.open(reg, digest),
                 SessionState::Open { location, offset } => {
-                    self.send_from(reg, &mut blob, &location, offset)
+                    self.send_from(reg, &mut blob, &location, offset, progress)
                 }
                 SessionState::Unsure { location } => self.ask(reg, &location, size),
                 SessionState::Committed => {
@@ -331,6 +332,7 @@ impl Upload {
         blob: &mut Blob<'_>,
         location: &str,
         offset: u64,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         let (digest, size) = (blob.digest, blob.size);
         if offset > size {
@@ -343,13 +345,13 @@ impl Upload {
         let chunk = CHUNK.max(self.min_chunk.min(MAX_CHUNK));
         blob.resize(chunk.min(usize::try_from(size).unwrap_or(usize::MAX)));
         if self.no_patch {
-            return self.put_streamed(reg, blob, location, offset);
+            return self.put_streamed(reg, blob, location, offset, progress);
         }
         let chunk = blob.buf.len();
         if rest <= chunk as u64 {
             let bytes = blob.get(offset, rest as usize)?;
             let url = commit_url(location, digest);
-            let resp = self.exchange(reg, "PUT", &url, &OCTETS, bytes);
+            let resp = self.send_body(reg, ("PUT", &url, &OCTETS), bytes, offset, progress);
             return self.on_commit(reg, resp, digest);
         }
         let bytes = blob.get(offset, chunk)?;
@@ -358,8 +360,31 @@ impl Upload {
             ("Content-Type", "application/octet-stream"),
             ("Content-Range", range.as_str()),
         ];
-        let resp = self.exchange(reg, "PATCH", location, &headers, bytes);
+        let resp = self.send_body(reg, ("PATCH", location, &headers), bytes, offset, progress);
         self.on_patch(reg, resp, chunk as u64, offset)
+    }
+
+    /// A request whose body (the blob's bytes from `offset`) is counted into
+    /// `progress` as it goes out. A 401 (a token to renew) or a failure before
+    /// any byte went out is sent once more the ordinary way, which handles both.
+    fn send_body(
+        &mut self,
+        reg: &mut Registry,
+        (method, path, headers): (&str, &str, &[(&str, &str)]),
+        body: &[u8],
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Response> {
+        let mut sent = Sent::new(body, offset, &mut self.reported, progress);
+        let len = body.len() as u64;
+        let resp = reg.request_stream(&mut self.budget, method, path, headers, &mut sent, len);
+        let went = sent.at > offset;
+        match resp {
+            Err(e) if e.kind() == Kind::Auth || (!went && e.kind() == Kind::Transient) => {
+                self.exchange(reg, method, path, headers, body)
+            }
+            r => r,
+        }
     }
 
     /// One request of the upload: a single attempt within the upload's budget.
@@ -439,10 +464,12 @@ impl Upload {
         blob: &mut Blob<'_>,
         location: &str,
         offset: u64,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         let (digest, rest) = (blob.digest, blob.size - offset);
         let url = commit_url(location, digest);
-        let mut body = blob.rest_from(offset)?;
+        let rest_of_blob = blob.rest_from(offset)?;
+        let mut body = Sent::new(rest_of_blob, offset, &mut self.reported, progress);
         let resp = reg.request_stream(&mut self.budget, "PUT", &url, &OCTETS, &mut body, rest);
         drop(body);
         self.on_commit(reg, resp, digest)
@@ -490,6 +517,45 @@ impl Upload {
         self.last_failure = Some(e.message().to_string());
         self.state = self.state.clone().lost()?;
         Ok(())
+    }
+}
+
+/// A request body that reports the blob's bytes to a progress callback as they
+/// are read (that is, written to the connection), each byte once across resends.
+struct Sent<'a, R> {
+    inner: R,
+    /// Blob offset of the next byte.
+    at: u64,
+    /// Bytes reported so far (the upload's count).
+    reported: &'a mut u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<'a, R: Read> Sent<'a, R> {
+    fn new(
+        inner: R,
+        at: u64,
+        reported: &'a mut u64,
+        progress: &'a mut dyn FnMut(u64),
+    ) -> Sent<'a, R> {
+        Sent {
+            inner,
+            at,
+            reported,
+            progress,
+        }
+    }
+}
+
+impl<R: Read> Read for Sent<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.at += n as u64;
+        if self.at > *self.reported {
+            (self.progress)(self.at - *self.reported);
+            *self.reported = self.at;
+        }
+        Ok(n)
     }
 }
 
@@ -567,6 +633,22 @@ mod tests {
         let mut rest = Vec::new();
         b.rest_from(7).unwrap().read_to_end(&mut rest).unwrap();
         assert_eq!(rest, &data[7..]);
+    }
+
+    #[test]
+    fn sent_counts_each_byte_once_as_it_is_read() {
+        let data = [7u8; 100];
+        let (mut reported, mut seen) = (0u64, Vec::new());
+        let mut note = |n: u64| seen.push(n);
+        let mut buf = [0u8; 40];
+        let first = Sent::new(&data[..], 0, &mut reported, &mut note).read(&mut buf);
+        assert_eq!(first.unwrap(), 40);
+        // A resend from byte 20 reports only what goes past byte 40.
+        let mut resend = Sent::new(&data[20..], 20, &mut reported, &mut note);
+        std::io::copy(&mut resend, &mut std::io::sink()).unwrap();
+        assert_eq!(reported, 100);
+        assert_eq!(seen.iter().sum::<u64>(), 100);
+        assert_eq!(seen[0], 40);
     }
 
     #[test]
