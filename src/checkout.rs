@@ -331,12 +331,35 @@ fn create(root: &Path, e: &Entry, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Gives a file an inode of its own (a copy renamed over it).
+/// Gives a file an inode of its own (a copy renamed over it). The copy is made
+/// with `O_EXCL` under a name nothing has: a symlink of the image's by that name
+/// is never followed out of the tree.
 fn split(path: &Path) -> Result<()> {
-    let tmp = path.with_file_name(".barge-checkout-split");
-    std::fs::copy(path, &tmp).context("copy")?;
-    std::fs::rename(&tmp, path).context("rename")?;
-    Ok(())
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::File::open(path).context("open")?;
+    let mode = src.metadata().context("stat")?.permissions().mode();
+    let mut n = 0u32;
+    let (tmp, mut dst) = loop {
+        let tmp = path.with_file_name(format!(".barge-checkout-split{n}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(Error::from(e).context("create copy")),
+        }
+    };
+    let copied = std::io::copy(&mut src, &mut dst)
+        .and_then(|_| dst.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .context("copy")
+        .and_then(|()| std::fs::rename(&tmp, path).context("rename"));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied
 }
 
 /// Owner, mode and xattrs of `e` on `path` (never following a symlink).
@@ -461,6 +484,26 @@ mod tests {
             check_reachable(&d, &e).is_ok(),
             "the root .git is record-only"
         );
+    }
+
+    /// An image's symlink named like split's copy is not followed out of the tree.
+    #[test]
+    fn split_never_follows_a_symlink_out_of_the_tree() {
+        let base = crate::commit::testutil::tmpdir("checkout-split");
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a"), b"content").unwrap();
+        std::fs::hard_link(root.join("d/a"), root.join("d/b")).unwrap();
+        let victim = base.join("victim");
+        std::os::unix::fs::symlink(&victim, root.join("d/.barge-checkout-split")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("d/.barge-checkout-split0")).unwrap();
+        split(&root.join("d/a")).unwrap();
+        assert!(std::fs::symlink_metadata(&victim).is_err(), "wrote outside");
+        let m = std::fs::symlink_metadata(root.join("d/a")).unwrap();
+        assert!(m.is_file() && m.nlink() == 1);
+        assert_eq!(std::fs::read(root.join("d/a")).unwrap(), b"content");
+        assert_eq!(std::fs::read_dir(root.join("d")).unwrap().count(), 4);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -126,8 +126,17 @@ pub fn remove_dead_staging(target: &Path, beside: &str, inside: &str) -> Result<
     if let Ok(dir) = open_dir_nofollow(libc::AT_FDCWD, parent.as_os_str().as_bytes()) {
         remove_dead_in(&dir, parent, beside, target, &mut removed)?;
     }
+    // Inside the target only while it holds nothing but staging directories (an
+    // empty mount point a pull was killed in): a populated tree's own entries that
+    // happen to bear the name (an image can ship one) are never candidates.
     let is_dir = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir());
-    if is_dir {
+    let only_staging = || {
+        std::fs::read_dir(target).is_ok_and(|rd| {
+            rd.into_iter()
+                .all(|e| e.is_ok_and(|e| is_staging_name(e.file_name().as_bytes(), inside)))
+        })
+    };
+    if is_dir && only_staging() {
         if let Ok(dir) = open_dir_nofollow(libc::AT_FDCWD, target.as_os_str().as_bytes()) {
             remove_dead_in(&dir, target, inside, target, &mut removed)?;
         }
@@ -467,6 +476,25 @@ mod tests {
         drop(lock);
         let removed = remove_dead_staging(&target, ".rootfs.barge", ".barge-staging").unwrap();
         assert_eq!(removed, [live]);
+    }
+
+    /// A populated target (a pulled tree given to pull again by mistake) keeps an
+    /// entry of its own that bears the inside staging name; an otherwise empty one
+    /// (a mount point a pull was killed in) is cleaned.
+    #[test]
+    fn inside_a_populated_target_nothing_is_removed() {
+        let t = TempDir::new("leftovers-inside");
+        let target = t.path().join("rootfs");
+        let image_dir = target.join(".barge-staging-abc123");
+        std::fs::create_dir_all(&image_dir).unwrap();
+        std::fs::write(image_dir.join("data"), b"image").unwrap();
+        std::fs::write(target.join("etc"), b"image").unwrap();
+        let removed = remove_dead_staging(&target, ".rootfs.barge", ".barge-staging").unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert_eq!(std::fs::read(image_dir.join("data")).unwrap(), b"image");
+        std::fs::remove_file(target.join("etc")).unwrap();
+        let removed = remove_dead_staging(&target, ".rootfs.barge", ".barge-staging").unwrap();
+        assert_eq!(removed, [image_dir]);
     }
 
     #[test]

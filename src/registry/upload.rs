@@ -120,6 +120,10 @@ pub struct Upload {
     budget: Budget,
     /// Bytes reported to the progress callback (never goes back).
     reported: u64,
+    /// The most this session has been confirmed to hold: only bytes beyond it are
+    /// progress, so a registry that keeps taking the offset back cannot keep the
+    /// upload going forever.
+    high: u64,
     /// Why the last request failed (said when the upload gives up on new sessions).
     last_failure: Option<String>,
 }
@@ -185,6 +189,7 @@ impl Upload {
             idle_steps: 0,
             budget: reg.budget(),
             reported: 0,
+            high: 0,
             last_failure: None,
         }
     }
@@ -257,8 +262,9 @@ impl Upload {
             progress(now - self.reported);
             self.reported = now;
         }
-        self.state == SessionState::Committed
-            || now > before && self.budget.is_progress(now - before)
+        let from = before.max(self.high);
+        self.high = self.high.max(now);
+        self.state == SessionState::Committed || now > from && self.budget.is_progress(now - from)
     }
 
     /// After a failed step: wait and go on while the budget allows, else the final error.
@@ -302,6 +308,7 @@ impl Upload {
         match resp.status {
             202 => {
                 self.sessions += 1;
+                self.high = 0; // a new session starts empty
                 let location = self.session_from(reg, resp)?;
                 self.state = self.state.clone().opened(location)?;
                 Ok(())
@@ -649,6 +656,39 @@ mod tests {
         assert_eq!(reported, 100);
         assert_eq!(seen.iter().sum::<u64>(), 100);
         assert_eq!(seen[0], 40);
+    }
+
+    /// A registry that takes the offset back and then lets it move up again makes no
+    /// progress until the upload goes beyond the most it ever held.
+    #[test]
+    fn only_bytes_beyond_the_most_held_are_progress() {
+        let mut up = Upload {
+            repo: "r".into(),
+            state: SessionState::Closed,
+            min_chunk: 0,
+            no_patch: false,
+            sessions: 1,
+            failures: 0,
+            idle_steps: 0,
+            budget: Budget::new(&crate::http::LowSpeed::DEFAULT),
+            reported: 0,
+            high: 0,
+            last_failure: None,
+        };
+        let window = crate::http::LowSpeed::DEFAULT.window_bytes();
+        let at = |up: &mut Upload, offset: u64| {
+            let before = up.held();
+            up.state = SessionState::Open {
+                location: "/u".into(),
+                offset,
+            };
+            up.note_progress(before, &mut |_| {})
+        };
+        assert!(at(&mut up, 4 * window), "forward");
+        assert!(!at(&mut up, 1), "taken back");
+        assert!(!at(&mut up, 4 * window), "the same bytes again");
+        assert!(!at(&mut up, 1), "taken back");
+        assert!(at(&mut up, 6 * window), "beyond the most held");
     }
 
     #[test]
