@@ -95,7 +95,9 @@ install: build
 test: rust-toolchain lint-tools deps c-compiler
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fuzzing -- -D warnings
 	$(CARGO) test
+	$(CARGO) test --features fuzzing --lib fuzzing::
 	$(CARGO) test --test push --test faults -- --ignored
 
 deps:

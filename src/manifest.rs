@@ -64,6 +64,13 @@ pub struct Descriptor {
     pub urls: Vec<String>,
 }
 
+/// The sum of the descriptors' sizes, saturating (sizes come from the registry).
+pub fn total_size(descriptors: &[Descriptor]) -> u64 {
+    descriptors
+        .iter()
+        .fold(0u64, |sum, d| sum.saturating_add(d.size))
+}
+
 /// One image: its config blob and its layers, bottom first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -762,6 +769,20 @@ mod tests {
 
     fn dg(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn total_size_saturates() {
+        let d = |size| Descriptor {
+            media_type: String::new(),
+            digest: Digest::parse(&dg('a')).unwrap(),
+            size,
+            platform: None,
+            annotations: Vec::new(),
+            urls: Vec::new(),
+        };
+        assert_eq!(total_size(&[d(1), d(2)]), 3);
+        assert_eq!(total_size(&[d(u64::MAX - 1), d(10)]), u64::MAX);
     }
 
     fn manifest_json(media_type: Option<&str>, layer_types: &[&str]) -> String {

@@ -161,7 +161,7 @@ impl Output {
     pub fn layer_done(&self, bytes: u64, line: impl std::fmt::Display) {
         let mut t = self.totals.get();
         t.layers_done += 1;
-        t.bytes_done += bytes;
+        t.bytes_done = t.bytes_done.saturating_add(bytes);
         self.totals.set(t);
         self.line(line);
     }
@@ -398,7 +398,7 @@ pub fn tty_line(label: &str, done: u64, size: Option<u64>, elapsed: Duration) ->
 /// `total: 1/3 layers, 15.0 MiB / 60.1 MiB (25%)`, counting `current` bytes of
 /// the layer under way.
 pub fn total_line(t: &Totals, current: u64) -> String {
-    let done = t.bytes_done + current;
+    let done = t.bytes_done.saturating_add(current);
     format!(
         "total: {}/{}, {} / {} ({}%)",
         t.layers_done,

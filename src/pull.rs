@@ -187,7 +187,7 @@ fn unpack_all(
 ) -> Result<(UnpackStats, Option<usize>)> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {}:", count(layers.len(), "layer")));
-    out.start(layers.len(), layers.iter().map(|d| d.size).sum());
+    out.start(layers.len(), manifest::total_size(layers));
     let dir = stage.root_path();
     let mut root = Root::open(&dir)?;
     // The repository lives beside the root, where no layer entry can reach it,

@@ -61,7 +61,7 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     out.line(format!("Pushing image {target} ..."));
     let layers = &manifest.layers;
     out.line(format!("Pushing {}:", count(layers.len(), "layer")));
-    out.start(layers.len(), layers.iter().map(|d| d.size).sum());
+    out.start(layers.len(), manifest::total_size(layers));
     for desc in &manifest.layers {
         let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
         out.layer_done(
