@@ -16,6 +16,8 @@ pub mod error;
 pub mod fuzzing;
 mod git;
 mod http;
+#[allow(dead_code)] // until the transports use it (issue 9)
+mod image;
 mod json;
 mod layer;
 pub mod login;

@@ -1,0 +1,88 @@
+//! One interface for every place an image lives (a registry, an OCI image layout, an
+//! oci-archive or docker-archive file, a tree barge committed): pull, push, copy and
+//! inspect speak to [`ImageSource`] and [`ImageDest`] and never learn a transport, as
+//! go-containerregistry's `remote`, `layout` and `tarball` share `v1.Image`.
+//!
+//! Contract, for every implementation:
+//! - A source returns bytes exactly as stored; it need not check digests, the caller
+//!   does (manifests with [`crate::digest::verify`], blobs through
+//!   [`crate::registry::source::Checked`]). It must bound what it reads into memory.
+//! - A destination checks what it stores: `put_blob` verifies digest and size before
+//!   the blob becomes visible, and nothing a reader could see (a layout's `index.json`,
+//!   an archive file, a registry tag) changes before `finish`.
+//! - A failed or dropped destination leaves what it writes to as it was before (a
+//!   layout keeps its old `index.json`; an archive file is not created or replaced).
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::manifest::Descriptor;
+use crate::registry::source::BlobSource;
+
+/// A manifest or index exactly as stored, with the media type its store gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawManifest {
+    pub bytes: Vec<u8>,
+    /// The media type the store named (HTTP Content-Type, a descriptor's mediaType), if any.
+    pub media_type: Option<String>,
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+}
+
+/// Where a registry source's blobs live, so that a destination on the same registry
+/// can mount them instead of copying their bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryOrigin {
+    /// Host (and port) the registry API answers on.
+    pub api_host: String,
+    pub repository: String,
+}
+
+/// A place images are read from.
+pub trait ImageSource {
+    /// How messages name this source, e.g. `oci:/media/usb:debian`.
+    fn name(&self) -> String;
+    /// The manifest or index the source's reference names.
+    fn manifest(&mut self) -> Result<RawManifest>;
+    /// A manifest an index points at, by digest.
+    fn child_manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
+    /// A blob's bytes (`desc.size` of them), readable again from an offset.
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>>;
+    /// The registry repository behind this source, if it is one.
+    fn registry_origin(&self) -> Option<RegistryOrigin> {
+        None
+    }
+}
+
+/// What a manifest written to a destination is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestRole {
+    /// One platform's manifest of an index that is written after it.
+    Child,
+    /// The image or index the destination's reference names (gets its tag or ref name).
+    Top,
+}
+
+/// A place images are written to.
+pub trait ImageDest {
+    /// How messages name this destination.
+    fn name(&self) -> String;
+    /// For each blob, whether the destination lacks it (one flight where it can).
+    fn missing(&mut self, blobs: &[Descriptor]) -> Result<Vec<bool>>;
+    /// Gets a blob without its bytes, e.g. a cross-repository mount on the same
+    /// registry; `Ok(false)` when that is not possible here.
+    fn mount(&mut self, _desc: &Descriptor, _origin: &RegistryOrigin) -> Result<bool> {
+        Ok(false)
+    }
+    /// Stores a blob read from `src`, verifying digest and size on the way;
+    /// `progress` is told each number of bytes written.
+    fn put_blob(
+        &mut self,
+        desc: &Descriptor,
+        src: &mut dyn BlobSource,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()>;
+    /// Stores a manifest (its blobs were put first); returns the digest it is known by.
+    fn put_manifest(&mut self, raw: &RawManifest, role: ManifestRole) -> Result<Digest>;
+    /// Makes what was written visible (an index.json, an archive file); called last.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
