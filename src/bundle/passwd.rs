@@ -32,11 +32,25 @@ pub struct ExecUser {
     pub home: Option<String>,
 }
 
-/// Resolves `spec` (the config's `User`) against the tree at `root`.
+/// Resolves `spec` (the config's `User`) against the tree at `root`. Databases that
+/// cannot be read (not a regular file, too large, a symlink loop) fail a name, while
+/// numeric ids are then taken as they are (without home and groups).
 pub fn resolve_in_tree(root: &mut Root, spec: &str) -> Result<ExecUser> {
-    let passwd = read_in_root(root, "etc/passwd", MAX_DB)?;
-    let group = read_in_root(root, "etc/group", MAX_DB)?;
-    resolve(spec, passwd.as_deref(), group.as_deref())
+    let read = |root: &mut Root| -> Result<_> {
+        let passwd = read_in_root(root, "etc/passwd", MAX_DB)?;
+        Ok((passwd, read_in_root(root, "etc/group", MAX_DB)?))
+    };
+    match read(root) {
+        Ok((passwd, group)) => resolve(spec, passwd.as_deref(), group.as_deref()),
+        Err(_) if is_numeric(spec) => resolve(spec, None, None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `uid` or `uid:gid` in digits (or empty): needs no database.
+fn is_numeric(spec: &str) -> bool {
+    let mut parts = spec.splitn(2, ':');
+    parts.all(|p| p.is_empty() || parse_id(p).is_some())
 }
 
 /// Resolves `spec` against the contents of passwd and group (None: the image has none).
@@ -344,5 +358,13 @@ mod tests {
             assert!(read_in_root(&mut r, "etc/passwd", 3).is_err());
             assert!(read_in_root(&mut r, "usr/lib", 100).is_err());
         }
+        // An unreadable database fails names, not numbers.
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::fs::create_dir(root.join("etc/passwd")).unwrap();
+        let mut r = Root::open(&root).unwrap();
+        assert_eq!(resolve_in_tree(&mut r, "5:6").unwrap().uid, 5);
+        assert_eq!(resolve_in_tree(&mut r, "").unwrap().uid, 0);
+        let e = resolve_in_tree(&mut r, "root").err().unwrap();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }
