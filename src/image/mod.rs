@@ -86,3 +86,5 @@ pub trait ImageDest {
     /// Makes what was written visible (an index.json, an archive file); called last.
     fn finish(self: Box<Self>) -> Result<()>;
 }
+
+mod tar_file;
