@@ -87,4 +87,5 @@ pub trait ImageDest {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+pub mod oci_archive;
 mod tar_file;
