@@ -87,5 +87,6 @@ pub trait ImageDest {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+pub mod docker_archive;
 pub mod oci_archive;
 mod tar_file;
