@@ -910,6 +910,126 @@ mod tests {
         w.finish().unwrap();
     }
 
+    /// skopeo's archive unpacked, `manifest.json` edited by `edit`, packed again by GNU tar
+    /// (`./` names, real symlinks).
+    fn repacked(
+        s: &Scratch,
+        archive: &Path,
+        edit: impl Fn(&Path, JsonValue) -> JsonValue,
+    ) -> PathBuf {
+        let dir = s.join("unpacked");
+        fs::create_dir_all(&dir).unwrap();
+        run(
+            "tar",
+            &[
+                "-xf",
+                archive.to_str().unwrap(),
+                "-C",
+                dir.to_str().unwrap(),
+            ],
+        );
+        let m = json::parse(&fs::read(dir.join("manifest.json")).unwrap(), "m").unwrap();
+        let m = json::to_string_sorted(&edit(&dir, m));
+        fs::write(dir.join("manifest.json"), m).unwrap();
+        let out = s.join("repacked.tar");
+        run(
+            "tar",
+            &[
+                "-cf",
+                out.to_str().unwrap(),
+                "-C",
+                dir.to_str().unwrap(),
+                ".",
+            ],
+        );
+        fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_the_legacy_layout_through_its_symlinks_and_refuses_escapes() {
+        let s = Scratch::new("docklegacy");
+        let (layout, archive) = skopeo_docker_archive(&s);
+        let (_, want) = layout_manifest(&layout);
+        // Layers named `<id>/layer.tar`, symlinks to skopeo's `<diff_id>.tar`.
+        let legacy = repacked(&s, &archive, |dir, mut m| {
+            let mut ids: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| {
+                    let e = e.unwrap();
+                    e.path()
+                        .join("layer.tar")
+                        .exists()
+                        .then(|| e.file_name().into_string().unwrap())
+                })
+                .collect();
+            ids.sort();
+            let JsonValue::Array(items) = &mut m else {
+                panic!()
+            };
+            let JsonValue::Object(entry) = &mut items[0] else {
+                panic!()
+            };
+            let JsonValue::Array(layers) = &entry["Layers"] else {
+                panic!()
+            };
+            // Keep the order: map each <diff_id>.tar to the <id> whose symlink points at it.
+            let legacy_names = layers
+                .iter()
+                .map(|l| {
+                    let JsonValue::String(l) = l else { panic!() };
+                    let id = ids
+                        .iter()
+                        .find(|id| {
+                            fs::read_link(dir.join(id).join("layer.tar"))
+                                .unwrap()
+                                .ends_with(l)
+                        })
+                        .unwrap();
+                    json::string(format!("{id}/layer.tar"))
+                })
+                .collect();
+            entry.insert("Layers".into(), JsonValue::Array(legacy_names));
+            m
+        });
+        let listing = run("tar", &["-tvf", legacy.to_str().unwrap()]);
+        assert!(
+            listing.contains("./manifest.json") && listing.contains("/layer.tar -> "),
+            "{listing}"
+        );
+        let mut src = DockerArchiveSource::open(&legacy, Some("example/app:1.0")).unwrap();
+        let raw = src.manifest().unwrap();
+        let Fetched::Manifest(m) = parse_manifest(&raw.bytes, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.config.digest, want.config.digest);
+        assert_eq!(m.layers.len(), 2);
+        for l in &m.layers {
+            read_blob(&mut src, l).unwrap();
+        }
+        fs::remove_file(&legacy).unwrap();
+        // A layer that is a symlink out of the archive.
+        let evil = repacked(&s, &archive, |dir, mut m| {
+            std::os::unix::fs::symlink("../../../etc/passwd", dir.join("evil.tar")).unwrap();
+            let JsonValue::Array(items) = &mut m else {
+                panic!()
+            };
+            let JsonValue::Object(entry) = &mut items[0] else {
+                panic!()
+            };
+            entry.insert(
+                "Layers".into(),
+                JsonValue::Array(vec![json::string("evil.tar")]),
+            );
+            m
+        });
+        let e = DockerArchiveSource::open(&evil, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("links outside the archive"), "{e}");
+    }
+
     #[test]
     fn multi_image_archives_select_by_tag_or_position() {
         let s = Scratch::new("dockmulti");
@@ -983,6 +1103,8 @@ mod tests {
         assert!(open().contains("not a JSON array"));
         handmade(&p, "[]", &[]);
         assert!(open().contains("holds no image"));
+        handmade(&p, &format!("[{}]", " ".repeat(5 << 20)), &[]);
+        assert!(open().contains("more than the"), "{}", open());
         // A layer whose bytes are not its diff_id: the caller's digest check catches it.
         handmade(
             &p,

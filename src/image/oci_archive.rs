@@ -506,6 +506,33 @@ mod tests {
                 layout_blob(&s.join("layout"), &desc.digest)
             );
         }
+        // umoci reads it too, unpacked by tar or by way of skopeo.
+        let bundle = s.join("bundle");
+        let image = format!("{}:x", back.display());
+        run(
+            "umoci",
+            &["unpack", "--image", &image, bundle.to_str().unwrap()],
+        );
+        assert!(bundle.join("rootfs/etc/file1").is_file());
+        let untarred = s.join("untarred");
+        fs::create_dir(&untarred).unwrap();
+        run(
+            "tar",
+            &[
+                "-xf",
+                out.to_str().unwrap(),
+                "-C",
+                untarred.to_str().unwrap(),
+            ],
+        );
+        let refs = run("umoci", &["ls", "--layout", untarred.to_str().unwrap()]);
+        assert_eq!(
+            refs.split_whitespace().collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        for dir in [&bundle, &untarred] {
+            fs::remove_dir_all(dir).unwrap();
+        }
         let src = OciArchiveSource::open(&out, None);
         let e = src.err().unwrap().to_string();
         assert!(
