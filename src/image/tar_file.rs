@@ -337,7 +337,8 @@ fn link_target(name: &str, target: &[u8], symbolic: bool) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// One member's bytes, read by offset (the file is shared, never seeked).
+/// One member's bytes, read by offset (the file is shared, never seeked); reads stop
+/// once a signal arrived.
 pub struct Section<'a> {
     file: &'a File,
     member: Member,
@@ -351,6 +352,7 @@ impl Read for Section<'_> {
         if want == 0 {
             return Ok(0);
         }
+        crate::signal::check()?; // a long local copy stops on Ctrl-C like a download
         let n = self
             .file
             .read_at(&mut buf[..want], self.member.offset + self.pos)?;
