@@ -720,6 +720,26 @@ mod tests {
     }
 
     #[test]
+    fn copy_and_inspect_options() {
+        let Command::Copy(c) = parse(args("copy a oci:/x:y --all -q")).unwrap() else {
+            panic!("not copy")
+        };
+        assert_eq!(
+            (c.src.as_str(), c.dst.as_str(), c.all),
+            ("a", "oci:/x:y", true)
+        );
+        assert_eq!(c.progress, Progress::Quiet);
+        assert!(parse(args("copy a")).is_err());
+        assert!(parse(args("copy a b c")).is_err());
+        let Command::Inspect(i) = parse(args("inspect x --raw")).unwrap() else {
+            panic!("not inspect")
+        };
+        assert_eq!(i.show, Show::Raw);
+        assert!(parse(args("inspect x --raw --config")).is_err());
+        assert!(parse(args("inspect")).is_err());
+    }
+
+    #[test]
     fn bad_command_lines_are_errors() {
         assert!(parse(args("pull")).is_err());
         assert!(parse(args("pull a b")).is_err());

@@ -162,15 +162,6 @@ fn copy_image(
         );
     }
     let origin = src.registry_origin();
-    if missing[0] {
-        copy_blob(
-            src,
-            dst,
-            &all[0],
-            origin.as_ref(),
-            &Output::new(Progress::Quiet),
-        )?;
-    }
     out.line(format!("{} {}:", words.verb, count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(&layers));
     for (desc, lacks) in layers.iter().zip(&missing[1..]) {
@@ -184,6 +175,11 @@ fn copy_image(
             desc.size,
             format!("\t{} ({size}) ... done{how}", desc.digest),
         );
+    }
+    // The config last, as a push always did (then the manifest).
+    if missing[0] {
+        let quiet = Output::new(Progress::Quiet);
+        copy_blob(src, dst, &all[0], origin.as_ref(), &quiet).context("image config")?;
     }
     dst.put_manifest(raw, role)
 }

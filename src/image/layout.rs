@@ -426,3 +426,106 @@ fn plain_descriptor(digest: &Digest, size: u64) -> Descriptor {
         urls: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("barge-layout-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn desc(data: &[u8]) -> Descriptor {
+        plain_descriptor(&Digest::of_bytes(data), data.len() as u64)
+    }
+
+    /// Writes a one-blob "image" under `reference` (the manifest need only be JSON).
+    fn write_image(dir: &Path, reference: &str, blob: &[u8]) -> Digest {
+        let mut dest = Box::new(LayoutDest::create(dir, Some(reference)).unwrap());
+        let d = desc(blob);
+        assert_eq!(dest.missing(std::slice::from_ref(&d)).unwrap(), [true]);
+        dest.put_blob(&d, &mut io::Cursor::new(blob), &mut |_| {})
+            .unwrap();
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[]}}"#,
+            manifest::OCI_MANIFEST,
+            manifest::OCI_CONFIG,
+            d.digest,
+            d.size
+        )
+        .into_bytes();
+        let raw = RawManifest {
+            digest: Digest::of_bytes(&bytes),
+            bytes,
+            media_type: None,
+        };
+        let digest = dest.put_manifest(&raw, ManifestRole::Top).unwrap();
+        dest.finish().unwrap();
+        digest
+    }
+
+    #[test]
+    fn images_are_added_replaced_and_read_back() {
+        let dir = temp_dir("rw");
+        let a = write_image(&dir, "a", b"config a");
+        let b = write_image(&dir, "b", b"config b");
+        let a2 = write_image(&dir, "a", b"config a2");
+        assert_ne!(a, a2);
+        let mut src = LayoutSource::open(&dir, Some("a")).unwrap();
+        assert_eq!(src.manifest().unwrap().digest, a2);
+        let mut blob = Vec::new();
+        src.blob(&desc(b"config a2"))
+            .unwrap()
+            .read_to_end(&mut blob)
+            .unwrap();
+        assert_eq!(blob, b"config a2");
+        assert_eq!(
+            LayoutSource::open(&dir, Some("b"))
+                .unwrap()
+                .manifest()
+                .unwrap()
+                .digest,
+            b
+        );
+        let e = LayoutSource::open(&dir, Some("c"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("no image with ref \"c\"") && e.contains("refs: a, b")
+                || e.contains("refs: b, a"),
+            "{e}"
+        );
+        let e = LayoutSource::open(&dir, None).err().unwrap().to_string();
+        assert!(e.contains("holds 2 images"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_blob_is_refused_and_leaves_nothing() {
+        let dir = temp_dir("bad");
+        let mut dest = LayoutDest::create(&dir, Some("x")).unwrap();
+        let d = desc(b"right");
+        let e = dest.put_blob(&d, &mut io::Cursor::new(&b"wrong"[..]), &mut |_| {});
+        assert!(e.is_err());
+        let e = dest.put_blob(&d, &mut io::Cursor::new(&b"right!"[..]), &mut |_| {});
+        assert!(e.unwrap_err().to_string().contains("6 bytes"));
+        let left: Vec<_> = fs::read_dir(dir.join("blobs/sha256")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Dropped without finish: no index.json.
+        drop(dest);
+        assert!(!dir.join("index.json").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_without_oci_layout_is_not_a_layout() {
+        let dir = temp_dir("plain");
+        fs::create_dir_all(&dir).unwrap();
+        let e = LayoutSource::open(&dir, None).err().unwrap().to_string();
+        assert!(e.contains("not an OCI image layout"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
