@@ -400,6 +400,8 @@ for run in $(seq 1 "$RUNS"); do
     fi
   fi
   fresh_scratch
+  measure "barge copy, registry → layout" "$run" "$BARGE" copy -q "$REF" "oci:$MNT/oci-barge:bookworm" || true
+  fresh_scratch
   measure "skopeo copy" "$run" skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$MNT/oci:bookworm" || true
   if measure "umoci unpack" "$run" umoci unpack --image "$MNT/oci:bookworm" "$MNT/bundle"; then
     # Without --refresh-bundle both repacks compare with the unpacked state: the second one's layer
@@ -425,6 +427,7 @@ BIG_LABEL="barge commit, $PUSH_MIB MiB random file (1 run)"
 PUSH_SAME="barge push, $PUSH_MIB MiB layer, same registry (base mounted)"
 PUSH_OTHER="barge push, whole image to another registry"
 SKOPEO_OTHER="skopeo copy, whole image to another registry"
+COPY_OTHER="barge copy, whole image to another registry"
 if [[ ${ROW_OK[commit]:-} ]]; then
   log "push: pull -g, $PUSH_MIB MiB of random data, commit"
   fresh_scratch
@@ -446,6 +449,9 @@ if [[ ${ROW_OK[commit]:-} ]]; then
     measure "$PUSH_SAME" "$run" "$BARGE" push "$REGISTRY/bench/push-$run:latest" -r "$P" || true
     regb_start "$MNT/registry-b"
     measure "$PUSH_OTHER" "$run" "$BARGE" push "$REGB/bench/debian-big:latest" -r "$P" || true
+    regb_stop
+    regb_start "$MNT/registry-b"
+    measure "$COPY_OTHER" "$run" "$BARGE" copy -q "$PUSHED" "$REGB/bench/debian-big:latest" || true
     regb_stop
     regb_start "$MNT/registry-b"
     measure "$SKOPEO_OTHER" "$run" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
@@ -487,10 +493,10 @@ summarise() { # "step;step;..."
       }
     }' "$TSV"
 }
-STEPS="barge pull;barge pull --no-sync;barge pull -g;$OVERHEAD;skopeo copy + umoci unpack;skopeo copy;umoci unpack"
+STEPS="barge pull;barge pull --no-sync;barge pull -g;$OVERHEAD;skopeo copy + umoci unpack;barge copy, registry → layout;skopeo copy;umoci unpack"
 STEPS+=";curl | pigz -dc | tar -x;curl | pigz -dc | tar -x, sync -f;curl | gzip -dc | tar -x"
 STEPS+=";barge commit, no change;umoci repack, no change;barge commit, small change;umoci repack, small change"
-STEPS+=";$BIG_LABEL;$PUSH_SAME;$PUSH_OTHER;$SKOPEO_OTHER"
+STEPS+=";$BIG_LABEL;$PUSH_SAME;$PUSH_OTHER;$COPY_OTHER;$SKOPEO_OTHER"
 
 # targets SUMMARY: the issues' goals as markdown table rows "| issue | target | measured | met |",
 # for the steps that have a median.

@@ -4,7 +4,9 @@
 use crate::bundle::BundleOptions;
 use crate::checkout::CheckoutOptions;
 use crate::commit::CommitOptions;
+use crate::copy::CopyOptions;
 use crate::error::{Error, Result};
+use crate::inspect::{InspectOptions, Show};
 use crate::login::LoginOptions;
 use crate::progress::Progress;
 use crate::pull::PullOptions;
@@ -24,7 +26,9 @@ Commands:
   commit         Turn what changed in a pulled directory into a new layer
   status         List what `commit` would take (metadata changes included)
   checkout LAYER Put a pulled directory exactly at one of its layers
-  push NAME      Upload a committed directory's image to a registry
+  push NAME      Upload a committed directory's image to a registry (or a layout)
+  copy SRC DST   Copy an image between registries and OCI layouts, without a tree
+  inspect IMAGE  Show an image's digest, layers and config as JSON, without pulling it
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
   version        Print barge's version
@@ -41,6 +45,8 @@ Usage: barge pull IMAGE [OPTIONS]
 
 IMAGE is [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST]; the registry defaults to
 Docker Hub (docker.io), the tag to `latest`, and single names get `library/`.
+IMAGE may also name a transport as skopeo does: docker://REF, oci:PATH[:REF] (an
+OCI image layout; without REF its only image). A layout is read without network.
 
 Options:
   -r, --rootfs DIR         Where to put the tree (default: rootfs); must be new or empty
@@ -93,6 +99,9 @@ pub const PUSH_HELP: &str = "\
 Upload the image whose top layer is DIR's checked-out branch as NAME[:TAG].
 
 Usage: barge push NAME[:TAG] [-r DIR] [-u USER[:PASS] [--password-stdin]]
+
+NAME may also be oci:PATH[:REF]: the image goes into that OCI image layout
+(created if need be; its other images are kept).
 
 Layers the registry already has are not uploaded again; on the same registry they
 are mounted from the repository the image was pulled from.
@@ -178,6 +187,57 @@ Options:
   -q, --quiet              Print errors only
   -h, --help               Print this help";
 
+pub const COPY_HELP: &str = "\
+Copy an image from SRC to DST without a tree on disk, as `skopeo copy` does.
+
+Usage: barge copy SRC DST [--all | --platform OS/ARCH[/VARIANT]]
+
+SRC and DST are docker://REF (or a plain image name: a registry) or oci:PATH[:REF]
+(an OCI image layout directory, created if need be; its other images are kept).
+Blobs stream from SRC to DST with their digests checked; blobs DST has are skipped,
+blobs on the same registry are mounted. Manifests keep their bytes: the digest on
+DST is the digest on SRC. Credentials come from `barge login` and Docker's files.
+
+Options:
+      --all                Copy a multi-platform index with every image (the index
+                           digest is kept)
+      --platform OS/ARCH[/VARIANT]
+                           Which image of an index to copy (default: this host's)
+      --progress=auto|tty|plain|quiet
+                           Progress lines: live bars on a terminal (tty), a line every 5 s
+                           (plain), none (quiet); auto: tty if stdout is a terminal, else plain
+  -q, --quiet              Print errors only (--progress=quiet)
+      --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
+      --insecure HOST[:PORT]
+                           Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           Abort a transfer slower than BYTES/s over SECS (default
+                           1024 over 30) and retry; give up after 4*SECS without
+                           progress. 0 turns the speed check off (slow links)
+  -h, --help               Print this help";
+
+pub const INSPECT_HELP: &str = "\
+Show what IMAGE is without pulling it: JSON on stdout shaped like `skopeo inspect`
+(Name, Digest, RepoTags, Created, DockerVersion, Labels, Architecture, Os, Layers,
+LayersData, Env), plus MediaType, Entrypoint, Cmd, WorkingDir, User, History and,
+for a multi-platform index, Platforms.
+
+Usage: barge inspect IMAGE [--raw | --config] [--platform OS/ARCH[/VARIANT]]
+
+IMAGE is as for pull: a registry image (docker://REF) or oci:PATH[:REF].
+
+Options:
+      --raw                Print the manifest (or index) bytes exactly as stored
+      --config             Print the image's config blob exactly as stored
+      --platform OS/ARCH[/VARIANT]
+                           Which image of an index to describe (default: this host's)
+      --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
+      --insecure HOST[:PORT]
+                           Use plain HTTP for this registry (loopback hosts always do)
+      --low-speed-limit BYTES, --low-speed-time SECS
+                           As for pull
+  -h, --help               Print this help";
+
 /// A parsed command line.
 pub enum Command {
     Status(StatusOptions),
@@ -187,6 +247,8 @@ pub enum Command {
     Pull(PullOptions),
     Commit(CommitOptions, Progress),
     Push(PushOptions),
+    Copy(CopyOptions),
+    Inspect(InspectOptions),
     Login(LoginOptions),
     Logout(Option<String>),
 }
@@ -201,6 +263,8 @@ impl Command {
             Command::Pull(p) => format!("pull {}: ", p.image),
             Command::Commit(c, _) => format!("commit {}: ", c.root.display()),
             Command::Push(p) => format!("push {}: ", p.name),
+            Command::Copy(c) => format!("copy {} {}: ", c.src, c.dst),
+            Command::Inspect(i) => format!("inspect {}: ", i.image),
             Command::Login(_) => "login: ".to_string(),
             Command::Logout(_) => "logout: ".to_string(),
         }
@@ -222,6 +286,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "status" => parse_status(&mut parser),
             "checkout" => parse_checkout(&mut parser),
             "push" => parse_push(&mut parser),
+            "copy" => parse_copy(&mut parser),
+            "inspect" => parse_inspect(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
             "help" => parse_help(&mut parser),
@@ -401,6 +467,71 @@ fn parse_push(p: &mut lexopt::Parser) -> Result<Command> {
     }))
 }
 
+fn parse_copy(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut names = Vec::new();
+    let (mut all, mut platform, mut progress) = (false, None, Progress::Auto);
+    let mut transport = TransportOptions::default();
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(COPY_HELP)),
+            Long("all") | Short('a') => all = true,
+            Long("platform") => platform = Some(string_value(p)?),
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("progress") => progress = progress_value(p)?,
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
+                let name = name.to_string();
+                transport_option(&name, p, &mut transport)?
+            }
+            Value(v) if names.len() < 2 => names.push(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let [src, dst]: [String; 2] = names
+        .try_into()
+        .map_err(|_| Error::new("missing SRC or DST").hint("usage: barge copy SRC DST [--all]"))?;
+    Ok(Command::Copy(CopyOptions {
+        src,
+        dst,
+        all,
+        platform,
+        progress,
+        transport,
+    }))
+}
+
+fn parse_inspect(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut image, mut show, mut platform) = (None, Show::Summary, None);
+    let mut transport = TransportOptions::default();
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(INSPECT_HELP)),
+            Long("raw") if show == Show::Summary => show = Show::Raw,
+            Long("config") if show == Show::Summary => show = Show::Config,
+            Long("raw") | Long("config") => {
+                return Err(
+                    Error::new("--raw and --config exclude each other").hint("give one of them")
+                )
+            }
+            Long("platform") => platform = Some(string_value(p)?),
+            Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
+                let name = name.to_string();
+                transport_option(&name, p, &mut transport)?
+            }
+            Value(v) if image.is_none() => image = Some(os_string(v)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let image = image.ok_or_else(|| {
+        Error::new("missing IMAGE").hint("usage: barge inspect IMAGE [--raw | --config]")
+    })?;
+    Ok(Command::Inspect(InspectOptions {
+        image,
+        show,
+        platform,
+        transport,
+    }))
+}
+
 fn parse_login(p: &mut lexopt::Parser) -> Result<Command> {
     let (mut registry, mut user, mut password_stdin) = (None, None, false);
     let mut transport = TransportOptions::default();
@@ -455,6 +586,8 @@ fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
         "status" => Ok(Command::Help(STATUS_HELP)),
         "checkout" => Ok(Command::Help(CHECKOUT_HELP)),
         "push" => Ok(Command::Help(PUSH_HELP)),
+        "copy" => Ok(Command::Help(COPY_HELP)),
+        "inspect" => Ok(Command::Help(INSPECT_HELP)),
         "login" => Ok(Command::Help(LOGIN_HELP)),
         "logout" => Ok(Command::Help(LOGOUT_HELP)),
         "help" => Ok(Command::Help(USAGE)),
@@ -656,6 +789,26 @@ mod tests {
             let e = parse(args(bad)).err().unwrap_or_else(|| panic!("{bad}"));
             assert!(e.hint_text().is_some(), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn copy_and_inspect_options() {
+        let Command::Copy(c) = parse(args("copy a oci:/x:y --all -q")).unwrap() else {
+            panic!("not copy")
+        };
+        assert_eq!(
+            (c.src.as_str(), c.dst.as_str(), c.all),
+            ("a", "oci:/x:y", true)
+        );
+        assert_eq!(c.progress, Progress::Quiet);
+        assert!(parse(args("copy a")).is_err());
+        assert!(parse(args("copy a b c")).is_err());
+        let Command::Inspect(i) = parse(args("inspect x --raw")).unwrap() else {
+            panic!("not inspect")
+        };
+        assert_eq!(i.show, Show::Raw);
+        assert!(parse(args("inspect x --raw --config")).is_err());
+        assert!(parse(args("inspect")).is_err());
     }
 
     #[test]

@@ -229,7 +229,6 @@ pub fn string(s: impl Into<String>) -> JsonValue {
     JsonValue::String(s.into())
 }
 
-#[cfg(test)]
 /// A JSON number from an integer (exact up to 2^53).
 pub fn number(n: u64) -> JsonValue {
     JsonValue::Number(n as f64)

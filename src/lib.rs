@@ -1,7 +1,7 @@
 //! barge as a library: the modules behind the `barge` binary (src/main.rs).
 //!
 //! Only what the binary calls is public: the command line (`cli`), the commands
-//! (`pull`, `commit`, `push`, `login`), signal handling, output (`progress`) and
+//! (`pull`, `commit`, `push`, `copy`, `inspect`, `login`), signal handling, output (`progress`) and
 //! the error type. The rest stays private to the crate, so unused code is still
 //! reported. With the `fuzzing` feature, [`fuzzing`] adds one entry point per
 //! parser of outside input for the cargo-fuzz targets in fuzz/.
@@ -11,14 +11,15 @@ pub mod checkout;
 pub mod cli;
 mod clock;
 pub mod commit;
+pub mod copy;
 mod digest;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod git;
 mod http;
-#[allow(dead_code)] // until the transports use it (issue 9)
 mod image;
+pub mod inspect;
 mod json;
 mod layer;
 pub mod login;

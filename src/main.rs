@@ -4,7 +4,7 @@
 //! error if something failed. Everything else lives in the library (src/lib.rs).
 
 use barge::cli::{self, Command};
-use barge::{checkout, commit, error, login, progress, pull, push, signal, status};
+use barge::{checkout, commit, copy, error, inspect, login, progress, pull, push, signal, status};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -62,6 +62,8 @@ fn run(cmd: Command) -> error::Result<()> {
             print_commit(&summary, shown == progress::Progress::Quiet);
         }
         Command::Push(opts) => push::run(&opts)?,
+        Command::Copy(opts) => copy::run(&opts)?,
+        Command::Inspect(opts) => inspect::run(&opts)?,
         Command::Status(opts) => status::run(&opts)?,
         Command::Checkout(opts) => checkout::run(&opts)?,
         Command::Login(opts) => println!("{}", login::login(&opts)?),

@@ -9,6 +9,8 @@ use crate::bundle::{self, BundleOptions};
 use crate::digest::{self, Digest, HashReader};
 use crate::error::{Context, Error, Result};
 use crate::git::{History, LayerMessage, Repo};
+use crate::image::transport::Transport;
+use crate::image::{self, ImageSource, OpenOptions};
 use crate::layer::entry::Change;
 use crate::layer::fsroot::Root;
 use crate::layer::gzip::GzipReader;
@@ -18,10 +20,8 @@ use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackS
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
 use crate::reference::Reference;
-use crate::registry::auth;
-use crate::registry::client::{Registry, TransportOptions};
+use crate::registry::client::TransportOptions;
 use crate::registry::credentials::{self, Credentials};
-use crate::registry::fetch::{self, BlobReader};
 use crate::signal::Interruptible;
 use crate::store::{self, LayerRecord, Record};
 use std::io::{self, Read};
@@ -56,18 +56,22 @@ const MAX_CONFIG: u64 = 8 << 20;
 
 pub fn run(opts: &PullOptions) -> Result<()> {
     let out = Output::new(opts.progress);
-    let reference = Reference::parse(&opts.image)?;
+    let transport = Transport::parse(&opts.image)?;
     let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
     let removed = stage::remove_dead_staging(&opts.dir)?;
     if let Some(line) = leftovers::report(&removed) {
         out.line(line);
     }
     check_target_is_free(&opts.dir)?;
-    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, &reference)?;
-    let scope = auth::scope(&reference.repository, &["pull"]);
-    let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
-    out.line(format!("Pulling image {reference} ..."));
-    let image = resolve(&mut reg, &reference, platform.as_ref(), &out)?;
+    let open = OpenOptions {
+        user: opts.user.as_deref(),
+        password_stdin: opts.password_stdin,
+        transport: opts.transport.clone(),
+    };
+    let mut src = image::open_source(&transport, &open)?;
+    let name = src.name();
+    out.line(format!("Pulling image {name} ..."));
+    let image = resolve(&mut *src, platform.as_ref(), &out)?;
     let bundle = start_bundle(opts)?;
     let tree = bundle
         .as_ref()
@@ -76,7 +80,8 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     if opts.no_sync || bundle.is_some() {
         stage.no_sync();
     }
-    let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
+    let source = transport.absolute().to_string();
+    let (stats, image_git) = unpack_all(&mut *src, &source, &image, &stage, &out, opts)?;
     stage.commit()?;
     if let Some(b) = bundle {
         b.finish(&image.manifest_bytes, &image.config_bytes, &image.config)?;
@@ -89,10 +94,7 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     } else {
         "Rootfs"
     };
-    out.line(format!(
-        "Done. {what} of {reference} in {}",
-        opts.dir.display()
-    ));
+    out.line(format!("Done. {what} of {name} in {}", opts.dir.display()));
     Ok(())
 }
 
@@ -160,14 +162,12 @@ fn check_target_is_free(dir: &Path) -> Result<()> {
 
 /// Manifest (through an index if need be) and config, all digest-checked.
 pub fn resolve(
-    reg: &mut Registry,
-    reference: &Reference,
+    src: &mut dyn ImageSource,
     platform: Option<&Platform>,
     out: &Output,
 ) -> Result<ResolvedImage> {
-    let repo = &reference.repository;
-    let raw = fetch::manifest(reg, repo, &reference.reference_str())?;
-    let parsed = manifest::parse_manifest(&raw.bytes, raw.content_type.as_deref())?;
+    let raw = src.manifest()?;
+    let parsed = manifest::parse_manifest(&raw.bytes, raw.media_type.as_deref())?;
     let via_index = matches!(parsed, Fetched::Index(_));
     let (raw, manifest) = match parsed {
         Fetched::Manifest(m) => (raw, m),
@@ -175,8 +175,10 @@ pub fn resolve(
             let want = platform.cloned().unwrap_or_else(Platform::host);
             let chosen = index.select(&want)?.clone();
             out.line(format!("Index: {} → {want}", raw.digest));
-            let child = fetch::manifest(reg, repo, chosen.digest.as_str())?;
-            match manifest::parse_manifest(&child.bytes, child.content_type.as_deref())? {
+            let child = src.child_manifest(&chosen.digest)?;
+            digest::verify("manifest", &chosen.digest, &Digest::of_bytes(&child.bytes))?;
+            let media_type = child.media_type.as_deref().or(Some(&chosen.media_type));
+            match manifest::parse_manifest(&child.bytes, media_type.filter(|m| !m.is_empty()))? {
                 Fetched::Manifest(m) => (child, m),
                 Fetched::Index(_) => bail!(
                     "index {} points at another index for {want}: nested indexes are not supported",
@@ -186,14 +188,8 @@ pub fn resolve(
         }
     };
     out.line(format!("Manifest: {}", raw.digest));
-    let config_bytes = fetch::small_blob(
-        reg,
-        repo,
-        &manifest.config.digest,
-        manifest.config.size,
-        MAX_CONFIG,
-    )
-    .context("image config")?;
+    let config_bytes =
+        image::read_small_blob(src, &manifest.config, MAX_CONFIG).context("image config")?;
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())?;
     if let (Some(want), false) = (platform, via_index) {
         check_platform(want, &config)?;
@@ -222,8 +218,8 @@ fn check_platform(want: &Platform, config: &ImageConfig) -> Result<()> {
 }
 
 fn unpack_all(
-    reg: &mut Registry,
-    reference: &Reference,
+    src: &mut dyn ImageSource,
+    source: &str,
     image: &ResolvedImage,
     stage: &Stage,
     out: &Output,
@@ -255,8 +251,7 @@ fn unpack_all(
         let mut changes = Vec::new();
         let diff_id = &image.config.diff_ids[i];
         let stats = pull_layer(
-            reg,
-            &reference.repository,
+            src,
             desc,
             diff_id,
             &mut root,
@@ -296,12 +291,11 @@ fn unpack_all(
         h.finish()?;
         drop(h);
         let replaced = stage.install_git()?;
-        let source = reference.to_string();
         let record = Record::create(
             &dir,
             image.manifest_bytes.clone(),
             image.config_bytes.clone(),
-            &source,
+            source,
             records,
         )?;
         let kept = record.tree().root_git_entries().count();
@@ -359,8 +353,7 @@ fn layer_message(
 /// each file's content to `sink`, i.e. git, when recording history).
 #[allow(clippy::too_many_arguments)]
 fn pull_layer(
-    reg: &mut Registry,
-    repo: &str,
+    src: &mut dyn ImageSource,
     desc: &Descriptor,
     diff_id: &Digest,
     root: &mut Root,
@@ -370,7 +363,7 @@ fn pull_layer(
     out: &Output,
 ) -> Result<UnpackStats> {
     let compression = manifest::layer_compression(&desc.media_type)?;
-    let blob = BlobReader::open(reg, repo, &desc.digest, desc.size)?;
+    let blob = src.blob(desc)?;
     let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut compressed = HashReader::new(MeterReader {
         inner: Interruptible(blob),

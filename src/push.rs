@@ -1,24 +1,21 @@
-//! `barge push`: upload the image whose top layer is DIR's checked-out branch.
-//! Blobs the target already has are skipped; on the same registry they are
+//! `barge push`: write the image whose top layer is DIR's checked-out branch to
+//! any destination (a registry, an OCI layout, …) through [`crate::copy::copy`]:
+//! blobs the target already has are skipped; on the same registry they are
 //! mounted from the repository the image was pulled from; else they come from
-//! barge's own blob store (layers it made) or are streamed from the source
-//! registry, digest-checked on the way. The manifest goes last, so a push that
-//! fails anywhere leaves the tag where it was.
+//! barge's own blob store (layers it made) or are streamed from the image's
+//! source, digest-checked on the way. The manifest goes last, so a push that
+//! fails anywhere leaves the tag (or the layout's index.json) where it was.
 
 use crate::bail;
-use crate::digest::Digest;
+use crate::copy::{self, Select, Words};
 use crate::error::{Context, Error, Result};
-use crate::manifest::{self, Descriptor, Fetched, Manifest};
-use crate::progress::{count, human_bytes, Output, Progress};
-use crate::pull::{meter_label, resolve_credentials};
-use crate::reference::Reference;
-use crate::registry::auth;
-use crate::registry::client::{Registry, TransportOptions};
-use crate::registry::fetch::BlobReader;
-use crate::registry::source::Checked;
-use crate::registry::upload::{self, Mount, Upload};
-use crate::signal::Interruptible;
-use crate::store::{self, Record};
+use crate::image::transport::Transport;
+use crate::image::tree::TreeSource;
+use crate::image::{open_dest, ImageSource, OpenOptions};
+use crate::manifest::{self, Fetched, Manifest, Platform};
+use crate::progress::{Output, Progress};
+use crate::registry::client::TransportOptions;
+use crate::store::Record;
 use std::path::PathBuf;
 
 pub struct PushOptions {
@@ -30,59 +27,36 @@ pub struct PushOptions {
     pub transport: TransportOptions,
 }
 
-/// Where a blob's bytes come from when the target lacks it.
-enum Source {
-    /// barge made it at commit: `.git/barge/blobs/…`.
-    Local(PathBuf),
-    /// It came from another repository: mount it (same registry) or stream it.
-    Remote,
-}
-
-/// The repository the image was pulled from, and a connection to it when needed.
-struct Origin {
-    reference: Option<Reference>,
-    registry: Option<Registry>,
-}
+const PUSH_WORDS: Words = Words {
+    verb: "Pushing",
+    present: " (already pushed)",
+};
 
 pub fn run(opts: &PushOptions) -> Result<()> {
     let out = Output::new(opts.progress);
-    let target = Reference::parse(&opts.name)?;
-    if target.digest.is_some() {
+    let target = Transport::parse(&opts.name)?;
+    if target.registry().is_some_and(|r| r.digest.is_some()) {
         bail!("push takes NAME[:TAG], not a digest");
     }
     let record = Record::load(&opts.dir)?;
     check_clean(&opts.dir, &record)?;
-    let manifest = parse_record_manifest(&record.manifest)?;
-    let mut origin = Origin {
-        reference: Reference::parse(&record.source).ok(),
-        registry: None,
+    parse_record_manifest(&record.manifest)?;
+    let origin_opts = OpenOptions {
+        transport: opts.transport.clone(),
+        ..OpenOptions::default()
     };
-    let mut reg = target_registry(&target, &origin, opts)?;
-    out.line(format!("Pushing image {target} ..."));
-    let layers = &manifest.layers;
-    out.line(format!("Pushing {}:", count(layers.len(), "layer")));
-    out.start(layers.len(), manifest::total_size(layers));
-    for desc in &manifest.layers {
-        let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
-        out.layer_done(
-            desc.size,
-            format!(
-                "\t{} ({}) ... done{how}",
-                desc.digest,
-                human_bytes(desc.size)
-            ),
-        );
-    }
-    push_config(&mut reg, &target, &manifest.config, &record.config)?;
-    let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
-    let digest = upload::put_manifest(
-        &mut reg,
-        &target.repository,
-        &tag,
-        &manifest.media_type,
-        &record.manifest,
-    )?;
-    out.line(format!("Done: {target}@{digest}"));
+    let mut src = TreeSource::new(&opts.dir, &record, origin_opts);
+    let dest_opts = OpenOptions {
+        user: opts.user.as_deref(),
+        password_stdin: opts.password_stdin,
+        transport: opts.transport.clone(),
+    };
+    let dst = open_dest(&target, &dest_opts, src.registry_origin().as_ref())?;
+    let name = dst.name();
+    out.line(format!("Pushing image {name} ..."));
+    let select = Select::Platform(Platform::host());
+    let digest = copy::copy(&mut src, dst, &select, &PUSH_WORDS, &out)?;
+    out.line(format!("Done: {name}@{digest}"));
     Ok(())
 }
 
@@ -117,114 +91,4 @@ fn parse_record_manifest(bytes: &[u8]) -> Result<Manifest> {
         Fetched::Manifest(m) => Ok(m),
         Fetched::Index(_) => bail!("recorded manifest is an index: the record is damaged"),
     }
-}
-
-/// The target registry, with push scope (and pull on the origin, for mounts).
-fn target_registry(target: &Reference, origin: &Origin, opts: &PushOptions) -> Result<Registry> {
-    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, target)?;
-    let mut scopes = vec![auth::scope(&target.repository, &["pull", "push"])];
-    if let Some(src) = origin
-        .reference
-        .as_ref()
-        .filter(|s| same_registry(s, target) && s.repository != target.repository)
-    {
-        scopes.push(auth::scope(&src.repository, &["pull"]));
-    }
-    Registry::new(target, creds, &opts.transport, scopes)
-}
-
-fn same_registry(a: &Reference, b: &Reference) -> bool {
-    a.api_host() == b.api_host()
-}
-
-/// Makes sure the target has one layer blob; says how (`""`, ` (already pushed)`, …).
-fn push_blob(
-    reg: &mut Registry,
-    target: &Reference,
-    desc: &Descriptor,
-    origin: &mut Origin,
-    dir: &std::path::Path,
-    opts: &PushOptions,
-    out: &Output,
-) -> Result<&'static str> {
-    let repo = &target.repository;
-    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
-        return Ok(" (already pushed)");
-    }
-    let local = store::blob_path(dir, &desc.digest);
-    let source = if local.is_file() {
-        Source::Local(local)
-    } else {
-        Source::Remote
-    };
-    let session = match (&source, origin.reference.as_ref()) {
-        (Source::Remote, Some(src)) if same_registry(src, target) && src.repository != *repo => {
-            match upload::mount(reg, repo, &desc.digest, &src.repository)? {
-                Mount::Mounted => return Ok(" (mounted)"),
-                Mount::Session(s) => s,
-            }
-        }
-        _ => Upload::new(reg, repo),
-    };
-    let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
-    let mut progress = |n: u64| meter.add(n);
-    match source {
-        Source::Local(path) => {
-            let file =
-                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-            let mut checked = Checked::new(Interruptible(file));
-            session.send(reg, &mut checked, &desc.digest, desc.size, &mut progress)?;
-            crate::digest::verify("local blob", &desc.digest, &checked.finish().0)?;
-        }
-        Source::Remote => {
-            let src = origin.connect(opts)?;
-            let (src_reg, src_ref) = src;
-            let blob = BlobReader::open(src_reg, &src_ref.repository, &desc.digest, desc.size)?;
-            let mut checked = Checked::new(blob);
-            session.send(reg, &mut checked, &desc.digest, desc.size, &mut progress)?;
-            crate::digest::verify("streamed blob", &desc.digest, &checked.finish().0)?;
-        }
-    }
-    meter.finish();
-    Ok("")
-}
-
-impl Origin {
-    /// A connection to the source repository, to stream blobs from.
-    fn connect(&mut self, opts: &PushOptions) -> Result<(&mut Registry, &Reference)> {
-        let Some(src) = self.reference.as_ref() else {
-            bail!("a layer is neither in the target, nor in barge's blob store, nor in a known source repository");
-        };
-        if self.registry.is_none() {
-            let creds = resolve_credentials(None, false, src)?;
-            let scopes = vec![auth::scope(&src.repository, &["pull"])];
-            self.registry = Some(Registry::new(src, creds, &opts.transport, scopes)?);
-        }
-        match self.registry.as_mut() {
-            Some(r) => Ok((r, src)),
-            None => bail!("no connection to {src}"),
-        }
-    }
-}
-
-/// The config blob, from the record's bytes.
-fn push_config(
-    reg: &mut Registry,
-    target: &Reference,
-    desc: &Descriptor,
-    config: &[u8],
-) -> Result<()> {
-    crate::digest::verify("recorded config", &desc.digest, &Digest::of_bytes(config))?;
-    let repo = &target.repository;
-    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
-        return Ok(());
-    }
-    let mut data = std::io::Cursor::new(config);
-    Upload::new(reg, repo).send(
-        reg,
-        &mut data,
-        &desc.digest,
-        config.len() as u64,
-        &mut |_| {},
-    )
 }

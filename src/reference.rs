@@ -39,15 +39,12 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
-/// skopeo's transport prefix, accepted (and ignored) in front of any image name.
-const DOCKER_TRANSPORT: &str = "docker://";
-
 impl Reference {
     /// Parses and normalises a reference as written by a user (`debian`, `user/repo:tag`,
-    /// `host:5000/a/b:t@sha256:…`). A leading `docker://` (skopeo's transport) is dropped.
+    /// `host:5000/a/b:t@sha256:…`). Transport prefixes (`docker://`) are
+    /// [`crate::image::transport`]'s business.
     pub fn parse(s: &str) -> Result<Reference> {
-        let name = s.strip_prefix(DOCKER_TRANSPORT).unwrap_or(s);
-        parse_reference(name).map_err(|e| e.context(format_args!("invalid image reference {s:?}")))
+        parse_reference(s).map_err(|e| e.context(format_args!("invalid image reference {s:?}")))
     }
 
     /// The host (and port) to send API requests to.
@@ -352,9 +349,6 @@ mod tests {
             ("x/a.b__c---d_e", "docker.io", "x/a.b__c---d_e", None, false, "docker.io/x/a.b__c---d_e:latest"),
             ("my-registry.example.com:443/team/img:_t", "my-registry.example.com:443", "team/img", Some("_t"), false, "my-registry.example.com:443/team/img:_t"),
             ("localhost:5000", "docker.io", "library/localhost", Some("5000"), false, "docker.io/library/localhost:5000"),
-            ("docker://debian", "docker.io", "library/debian", None, false, "docker.io/library/debian:latest"),
-            ("docker://127.0.0.1:5000/x/y:t", "127.0.0.1:5000", "x/y", Some("t"), false, "127.0.0.1:5000/x/y:t"),
-            ("docker://quay.io/org/app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "quay.io", "org/app", None, true, "quay.io/org/app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
         ];
         for &(input, reg, repo, tag, has_digest, display) in cases {
             let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -404,8 +398,6 @@ mod tests {
             ("localhost/", "missing repository name"),
             ("quay.io/Org/app", "must be lowercase"),
             (&hex64, "64-character hexadecimal"),
-            ("docker://", "empty name"),
-            ("docker://docker://x", "invalid port"),
         ];
         for (input, want) in cases {
             let e = Reference::parse(input).expect_err(input).to_string();

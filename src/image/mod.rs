@@ -90,3 +90,124 @@ pub trait ImageDest {
 pub mod docker_archive;
 pub mod oci_archive;
 mod tar_file;
+
+pub mod layout;
+pub mod registry;
+pub mod transport;
+pub mod tree;
+
+use crate::bail;
+use crate::error::Context;
+use crate::registry::client::TransportOptions;
+use crate::registry::credentials::{self, Credentials};
+use std::io::Read;
+use transport::Transport;
+
+impl<T: BlobSource + ?Sized> BlobSource for &mut T {
+    fn rewind(&mut self, offset: u64) -> Result<()> {
+        (**self).rewind(offset)
+    }
+}
+
+impl<T: BlobSource + ?Sized> BlobSource for Box<T> {
+    fn rewind(&mut self, offset: u64) -> Result<()> {
+        (**self).rewind(offset)
+    }
+}
+
+/// How sources and destinations on registries are reached.
+#[derive(Default)]
+pub struct OpenOptions<'a> {
+    /// `-u USER[:PASS]`, else the stored credentials.
+    pub user: Option<&'a str>,
+    pub password_stdin: bool,
+    pub transport: TransportOptions,
+}
+
+impl OpenOptions<'_> {
+    fn credentials(&self, reference: &crate::reference::Reference) -> Result<Option<Credentials>> {
+        credentials::resolve(self.user, self.password_stdin, &reference.credential_keys())
+    }
+}
+
+/// Opens the image `t` names for reading: one arm per transport.
+pub fn open_source(t: &Transport, opts: &OpenOptions) -> Result<Box<dyn ImageSource>> {
+    Ok(match t {
+        Transport::Docker(r) => Box::new(registry::RegistrySource::open(
+            r,
+            opts.credentials(r)?,
+            &opts.transport,
+        )?),
+        Transport::Oci { path, reference } => {
+            Box::new(layout::LayoutSource::open(path, reference.as_deref())?)
+        }
+        Transport::OciArchive { path, reference } => Box::new(oci_archive::OciArchiveSource::open(
+            path,
+            reference.as_deref(),
+        )?),
+        Transport::DockerArchive { path, reference } => Box::new(
+            docker_archive::DockerArchiveSource::open(path, reference.as_deref())?,
+        ),
+    })
+}
+
+/// Opens the place `t` names for writing; `mount_from` is the source's registry
+/// repository, whose blobs a destination on the same registry may mount.
+pub fn open_dest(
+    t: &Transport,
+    opts: &OpenOptions,
+    mount_from: Option<&RegistryOrigin>,
+) -> Result<Box<dyn ImageDest>> {
+    Ok(match t {
+        Transport::Docker(r) => {
+            if r.digest.is_some() && r.tag.is_none() {
+                bail!("{t}: a destination takes NAME[:TAG], not a digest");
+            }
+            Box::new(registry::RegistryDest::open(
+                r,
+                opts.credentials(r)?,
+                &opts.transport,
+                mount_from,
+            )?)
+        }
+        Transport::Oci { path, reference } => {
+            Box::new(layout::LayoutDest::create(path, reference.as_deref())?)
+        }
+        Transport::OciArchive { path, reference } => Box::new(oci_archive::OciArchiveDest::create(
+            path,
+            reference.as_deref(),
+        )?),
+        Transport::DockerArchive { path, reference } => Box::new(
+            docker_archive::DockerArchiveDest::create(path, reference.as_deref())?,
+        ),
+    })
+}
+
+/// A small blob (a config) read whole: at most `limit` bytes, digest checked.
+pub fn read_small_blob(
+    src: &mut dyn ImageSource,
+    desc: &Descriptor,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    let digest = &desc.digest;
+    if desc.size > limit {
+        bail!(
+            "blob {digest} claims {} bytes, more than the {limit} allowed for it",
+            desc.size
+        );
+    }
+    let mut bytes = Vec::with_capacity(desc.size as usize);
+    src.blob(desc)?
+        .take(desc.size + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("read blob {digest}"))?;
+    if bytes.len() as u64 != desc.size {
+        bail!(
+            "blob {digest} has {} bytes, its descriptor says {}",
+            bytes.len(),
+            desc.size
+        );
+    }
+    crate::digest::verify(&format!("blob {digest}"), digest, &Digest::of_bytes(&bytes))?;
+    Ok(bytes)
+}

@@ -62,26 +62,6 @@ pub fn manifest(reg: &mut Registry, repo: &str, reference: &str) -> Result<RawMa
     })
 }
 
-/// Fetches a small blob (a config) whole, bounded by its descriptor size, and checks its digest.
-pub fn small_blob(
-    reg: &mut Registry,
-    repo: &str,
-    digest: &Digest,
-    size: u64,
-    limit: u64,
-) -> Result<Vec<u8>> {
-    if size > limit {
-        bail!("blob {digest} claims {size} bytes, more than the {limit} allowed for it");
-    }
-    let mut reader = BlobReader::open(reg, repo, digest, size)?;
-    let mut bytes = Vec::with_capacity(size as usize);
-    reader
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("read blob {digest}"))?;
-    crate::digest::verify(&format!("blob {digest}"), digest, &Digest::of_bytes(&bytes))?;
-    Ok(bytes)
-}
-
 /// A blob's bytes, exactly `size` of them: more or fewer is an error. A
 /// connection dropped midway is resumed with a `Range` request (a few times, and
 /// only while the download's [`Budget`] allows).

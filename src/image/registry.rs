@@ -1,0 +1,219 @@
+//! A registry repository as an [`ImageSource`] and an [`ImageDest`], over barge's
+//! registry client: manifests digest-checked by `fetch`, blobs streamed with resume,
+//! uploads in bounded chunks, cross-repository mounts on the same registry.
+
+use crate::digest::Digest;
+use crate::error::{Context, Result};
+use crate::image::{ImageDest, ImageSource, ManifestRole, RawManifest, RegistryOrigin};
+use crate::manifest::{self, Descriptor};
+use crate::reference::Reference;
+use crate::registry::auth;
+use crate::registry::client::{Registry, TransportOptions};
+use crate::registry::credentials::Credentials;
+use crate::registry::fetch::{self, BlobReader};
+use crate::registry::source::{BlobSource, Checked};
+use crate::registry::upload::{self, Mount, Upload};
+
+/// Bound on a tag list response.
+const MAX_TAG_LIST: u64 = 4 << 20;
+
+/// Reads one image (or index) from a repository.
+pub struct RegistrySource {
+    reg: Registry,
+    reference: Reference,
+}
+
+impl RegistrySource {
+    /// Prepares to read `reference` (nothing is sent yet).
+    pub fn open(
+        reference: &Reference,
+        creds: Option<Credentials>,
+        transport: &TransportOptions,
+    ) -> Result<RegistrySource> {
+        let scopes = vec![auth::scope(&reference.repository, &["pull"])];
+        Ok(RegistrySource {
+            reg: Registry::new(reference, creds, transport, scopes)?,
+            reference: reference.clone(),
+        })
+    }
+
+    /// The repository's tags (the registry's first page), or none when it does not
+    /// list them: `inspect` shows them as skopeo does, and never fails for them.
+    pub fn tags(&mut self) -> Vec<String> {
+        let path = format!("/v2/{}/tags/list", self.reference.repository);
+        let Ok(mut resp) = self.reg.request("GET", &path, &[], &[]) else {
+            return Vec::new();
+        };
+        if resp.status != 200 {
+            let _ = resp.discard();
+            return Vec::new();
+        }
+        let Ok(body) = resp.read_limited(MAX_TAG_LIST) else {
+            return Vec::new();
+        };
+        crate::json::parse(&body, "tag list")
+            .and_then(|v| crate::json::opt_str_array(&v, "tags"))
+            .unwrap_or_default()
+    }
+
+    fn fetch(&mut self, reference: &str) -> Result<RawManifest> {
+        let raw = fetch::manifest(&mut self.reg, &self.reference.repository, reference)?;
+        Ok(RawManifest {
+            bytes: raw.bytes,
+            media_type: raw.content_type,
+            digest: raw.digest,
+        })
+    }
+}
+
+impl ImageSource for RegistrySource {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn manifest(&mut self) -> Result<RawManifest> {
+        let r = self.reference.reference_str();
+        self.fetch(&r)
+    }
+
+    fn child_manifest(&mut self, digest: &Digest) -> Result<RawManifest> {
+        self.fetch(digest.as_str())
+    }
+
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>> {
+        let repo = &self.reference.repository;
+        let reader = BlobReader::open(&mut self.reg, repo, &desc.digest, desc.size)?;
+        Ok(Box::new(reader))
+    }
+
+    fn registry_origin(&self) -> Option<RegistryOrigin> {
+        Some(origin_of(&self.reference))
+    }
+}
+
+/// Where `reference`'s blobs live, for mounts.
+pub fn origin_of(reference: &Reference) -> RegistryOrigin {
+    RegistryOrigin {
+        api_host: reference.api_host().to_string(),
+        repository: reference.repository.clone(),
+    }
+}
+
+/// Writes one image (or index) to a repository; the tag moves with the top manifest.
+pub struct RegistryDest {
+    reg: Registry,
+    reference: Reference,
+    /// The upload session a refused mount opened, kept for that blob's upload.
+    pending: Option<(Digest, Upload)>,
+}
+
+impl RegistryDest {
+    /// Prepares to write `reference`, with pull rights on `mount_from` (a repository of
+    /// the same registry blobs may be mounted from).
+    pub fn open(
+        reference: &Reference,
+        creds: Option<Credentials>,
+        transport: &TransportOptions,
+        mount_from: Option<&RegistryOrigin>,
+    ) -> Result<RegistryDest> {
+        let mut scopes = vec![auth::scope(&reference.repository, &["pull", "push"])];
+        if let Some(o) = mount_from.filter(|o| can_mount(reference, o)) {
+            scopes.push(auth::scope(&o.repository, &["pull"]));
+        }
+        Ok(RegistryDest {
+            reg: Registry::new(reference, creds, transport, scopes)?,
+            reference: reference.clone(),
+            pending: None,
+        })
+    }
+}
+
+/// A blob of `origin` can be mounted into `target`: same registry, another repository.
+fn can_mount(target: &Reference, origin: &RegistryOrigin) -> bool {
+    origin.api_host == target.api_host() && origin.repository != target.repository
+}
+
+impl ImageDest for RegistryDest {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn missing(&mut self, blobs: &[Descriptor]) -> Result<Vec<bool>> {
+        let repo = &self.reference.repository;
+        blobs
+            .iter()
+            .map(|d| Ok(upload::blob_size(&mut self.reg, repo, &d.digest)?.is_none()))
+            .collect()
+    }
+
+    fn mount(&mut self, desc: &Descriptor, origin: &RegistryOrigin) -> Result<bool> {
+        if !can_mount(&self.reference, origin) {
+            return Ok(false);
+        }
+        let repo = &self.reference.repository;
+        match upload::mount(&mut self.reg, repo, &desc.digest, &origin.repository)? {
+            Mount::Mounted => Ok(true),
+            Mount::Session(s) => {
+                self.pending = Some((desc.digest.clone(), s));
+                Ok(false)
+            }
+        }
+    }
+
+    fn put_blob(
+        &mut self,
+        desc: &Descriptor,
+        src: &mut dyn BlobSource,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let session = match self.pending.take() {
+            Some((d, s)) if d == desc.digest => s,
+            _ => Upload::new(&self.reg, &self.reference.repository),
+        };
+        let mut checked = Checked::new(src);
+        session.send(
+            &mut self.reg,
+            &mut checked,
+            &desc.digest,
+            desc.size,
+            progress,
+        )?;
+        crate::digest::verify("uploaded blob", &desc.digest, &checked.finish().0)
+    }
+
+    fn put_manifest(&mut self, raw: &RawManifest, role: ManifestRole) -> Result<Digest> {
+        let media_type = media_type_of(raw)?;
+        let target = match role {
+            ManifestRole::Child => raw.digest.to_string(),
+            ManifestRole::Top => match &self.reference.tag {
+                Some(t) => t.clone(),
+                None if self.reference.digest.is_some() => raw.digest.to_string(),
+                None => crate::reference::DEFAULT_TAG.to_string(),
+            },
+        };
+        let repo = &self.reference.repository;
+        upload::put_manifest(&mut self.reg, repo, &target, &media_type, &raw.bytes)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The media type a manifest is stored under: the one it declares, else the one its
+/// store gave, else what its shape says (an index has `manifests`). Its blobs' types
+/// are not checked: a copy carries attestations and artifacts too.
+pub fn media_type_of(raw: &RawManifest) -> Result<String> {
+    let v = crate::json::parse(&raw.bytes, "manifest")
+        .with_context(|| format!("manifest {}", raw.digest))?;
+    if let Some(mt) = crate::json::opt_str(&v, "mediaType")?.filter(|m| !m.is_empty()) {
+        return Ok(mt.to_string());
+    }
+    if let Some(mt) = raw.media_type.as_deref().filter(|m| !m.is_empty()) {
+        return Ok(mt.to_string());
+    }
+    Ok(match crate::json::get(&v, "manifests") {
+        Some(_) => manifest::OCI_INDEX.to_string(),
+        None => manifest::OCI_MANIFEST.to_string(),
+    })
+}
