@@ -58,6 +58,9 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --mirror [http://]HOST[:PORT][/NAMESPACE]
+                           Try this mirror first (may be repeated), then the mirrors of
+                           registries.conf and Docker's daemon.json, then the registry
       --low-speed-limit BYTES, --low-speed-time SECS
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
@@ -244,6 +247,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Long("progress") => progress = progress_value(p)?,
             Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
+            Long("mirror") => transport.mirrors.push(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?

@@ -17,10 +17,10 @@ use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackS
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
 use crate::reference::Reference;
-use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::fetch::{self, BlobReader};
+use crate::registry::mirrors::{self, Served};
 use crate::signal::Interruptible;
 use crate::store::{self, LayerRecord, Record};
 use std::io::{self, Read};
@@ -60,16 +60,16 @@ pub fn run(opts: &PullOptions) -> Result<()> {
         out.line(line);
     }
     check_target_is_free(&opts.dir)?;
-    let creds = resolve_credentials(opts.user.as_deref(), opts.password_stdin, &reference)?;
-    let scope = auth::scope(&reference.repository, &["pull"]);
-    let mut reg = Registry::new(&reference, creds, &opts.transport, vec![scope])?;
-    out.line(format!("Pulling image {reference} ..."));
-    let image = resolve(&mut reg, &reference, platform.as_ref(), &out)?;
+    // `source`: the image's name where it is served (a mirror, a rewritten location).
+    let served = open_source(opts, &reference, &out)?;
+    let (mut reg, source) = (served.registry, served.reference);
+    out.line(format!("Pulling image {reference}{} ...", served.via));
+    let image = resolve(&mut reg, &source, platform.as_ref(), &out)?;
     let mut stage = Stage::create(&opts.dir)?;
     if opts.no_sync {
         stage.no_sync();
     }
-    let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
+    let (stats, image_git) = unpack_all(&mut reg, &source, &image, &stage, &out, opts)?;
     stage.commit()?;
     report_skipped(&out, &stats);
     report_image_git(&out, image_git, opts);
@@ -88,6 +88,17 @@ pub fn resolve_credentials(
     reference: &Reference,
 ) -> Result<Option<Credentials>> {
     credentials::resolve(user, password_stdin, &reference.credential_keys())
+}
+
+/// The registry, or the first mirror (registries.conf, daemon.json, `--mirror`) that
+/// serves the image. `-u` goes to the registry only; a mirror gets the credentials
+/// stored for its own host.
+fn open_source(opts: &PullOptions, reference: &Reference, out: &Output) -> Result<Served> {
+    let mut creds = |at: &Reference, mirror: bool| match mirror {
+        false => resolve_credentials(opts.user.as_deref(), opts.password_stdin, at),
+        true => credentials::resolve(None, false, &at.credential_keys()),
+    };
+    mirrors::open_for_pull(reference, &mut creds, &opts.transport, &["pull"], out)
 }
 
 /// Refuses a target that exists and is not an empty directory, before any request.
