@@ -502,6 +502,17 @@ mod tests {
     }
 
     #[test]
+    fn pull_takes_mirrors_in_order_and_push_takes_none() {
+        let Command::Pull(p) = parse(args("pull x --mirror a:5 --mirror http://b.lan")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.transport.mirrors, ["a:5", "http://b.lan"]);
+        assert!(parse(args("push h/x:1 --mirror a:5")).is_err());
+        assert!(parse(args("pull x --mirror")).is_err());
+    }
+
+    #[test]
     fn progress_option_on_every_command() {
         for (line, want) in [
             ("pull x --progress=plain", Progress::Plain),
