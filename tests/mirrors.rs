@@ -7,6 +7,8 @@
 mod common;
 
 use common::fixtures::{push, Fixtures};
+use common::registry::{Mode, Registry};
+use common::token::{PASS, USER};
 use common::tree::{self, snapshot};
 use common::{assert_clean_failure, assert_success, barge_env, free_port, DirState, TempDir};
 use std::ffi::OsStr;
@@ -59,25 +61,32 @@ impl Site {
 
     /// `barge pull IMAGE -r DIR EXTRA` with this site's configuration, Docker Hub unreachable.
     fn pull(&self, image: &str, extra: &[&str]) -> Output {
+        self.pull_env(image, extra, &[])
+    }
+
+    fn pull_env(&self, image: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Output {
         let conf = self.tmp.join("registries.conf");
         let daemon = self.tmp.join("daemon.json");
         let dir = self.target();
         let mut args = vec!["pull", image, "-r", dir.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        barge_env(
-            &args,
-            &[
-                ("CONTAINERS_REGISTRIES_CONF", conf.as_os_str()),
-                ("BARGE_DOCKER_DAEMON_JSON", daemon.as_os_str()),
-                ("HTTPS_PROXY", OsStr::new("http://127.0.0.1:1")),
-                ("HTTP_PROXY", OsStr::new("http://127.0.0.1:1")),
-            ],
-        )
+        let mut all = vec![
+            ("CONTAINERS_REGISTRIES_CONF", conf.as_os_str()),
+            ("BARGE_DOCKER_DAEMON_JSON", daemon.as_os_str()),
+            ("HTTPS_PROXY", OsStr::new("http://127.0.0.1:1")),
+            ("HTTP_PROXY", OsStr::new("http://127.0.0.1:1")),
+        ];
+        all.extend_from_slice(env);
+        barge_env(&args, &all)
     }
 
     /// Pulls, expecting success and the busybox tree; returns stdout.
     fn pull_busybox(&self, image: &str, extra: &[&str]) -> String {
-        let out = self.pull(image, extra);
+        self.pull_busybox_env(image, extra, &[])
+    }
+
+    fn pull_busybox_env(&self, image: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> String {
+        let out = self.pull_env(image, extra, env);
         assert_success(&out);
         tree::assert_same_tree(&f().expected("busybox"), &snapshot(&self.target()));
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -261,6 +270,48 @@ fn a_mirror_serving_another_manifest_for_a_pinned_digest_is_refused() {
     assert_clean_failure(&out, &[]);
     state.assert_unchanged();
     assert!(String::from_utf8_lossy(&out.stdout).contains("digest"));
+}
+
+#[test]
+fn a_mirror_gets_the_credentials_stored_for_its_host_never_those_of_u() {
+    let host = mirror_host();
+    // The token issuer lets anonymous pulls in everywhere but under private/.
+    let locked = Registry::start(Mode::Token);
+    push(
+        &locked,
+        &f().layout,
+        "busybox",
+        "private/library/busybox:1",
+        false,
+    );
+    let private = format!("{}/private", locked.host());
+    let site = Site::new(&docker_hub_mirrored_to(&[private.clone(), host.clone()]));
+    // No credentials for the locked mirror: it fails, the next one serves.
+    let stdout = site.pull_busybox("busybox:1", &[]);
+    let refused = stdout.lines().find(|l| l.contains("failed")).unwrap_or("");
+    assert!(
+        refused.starts_with(&format!("Mirror {private} failed")),
+        "{stdout}"
+    );
+    assert!(refused.contains("credentials"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("from mirror {host} ...")),
+        "{stdout}"
+    );
+    // Stored for the mirror's host: it serves, though -u names other credentials
+    // (those go to Docker Hub only).
+    let config = TempDir::new("mirror-auth");
+    let auth = common::base64(format!("{USER}:{PASS}").as_bytes());
+    let json = format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, locked.host());
+    fs::write(config.join("config.json"), json).expect("write config.json");
+    let with_creds = Site::new(&docker_hub_mirrored_to(&[private.clone(), host]));
+    let env = [("DOCKER_CONFIG", config.path().as_os_str())];
+    let stdout = with_creds.pull_busybox_env("busybox:1", &["-u", "hub-user:hub-pass"], &env);
+    assert!(
+        stdout.contains(&format!("from mirror {private} ...")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("failed"), "{stdout}");
 }
 
 /// `GET /v2/REPO/manifests/TAG` from the registry, as stored (an OCI manifest).
