@@ -198,7 +198,9 @@ impl Origin {
         if self.registry.is_none() {
             let creds = resolve_credentials(None, false, src)?;
             let scopes = vec![auth::scope(&src.repository, &["pull"])];
-            self.registry = Some(Registry::new(src, creds, &opts.transport, scopes)?);
+            // The source may be the (plain-HTTP) mirror the tree was pulled from.
+            let transport = crate::registry::mirrors::transport_for_source(src, &opts.transport)?;
+            self.registry = Some(Registry::new(src, creds, &transport, scopes)?);
         }
         match self.registry.as_mut() {
             Some(r) => Ok((r, src)),

@@ -65,11 +65,16 @@ impl Site {
     }
 
     fn pull_env(&self, image: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Output {
-        let conf = self.tmp.join("registries.conf");
-        let daemon = self.tmp.join("daemon.json");
         let dir = self.target();
         let mut args = vec!["pull", image, "-r", dir.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
+        self.barge(&args, env)
+    }
+
+    /// Any barge command with this site's configuration, Docker Hub unreachable.
+    fn barge(&self, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+        let conf = self.tmp.join("registries.conf");
+        let daemon = self.tmp.join("daemon.json");
         let mut all = vec![
             ("CONTAINERS_REGISTRIES_CONF", conf.as_os_str()),
             ("BARGE_DOCKER_DAEMON_JSON", daemon.as_os_str()),
@@ -77,7 +82,7 @@ impl Site {
             ("HTTP_PROXY", OsStr::new("http://127.0.0.1:1")),
         ];
         all.extend_from_slice(env);
-        barge_env(&args, &all)
+        barge_env(args, &all)
     }
 
     /// Pulls, expecting success and the busybox tree; returns stdout.
@@ -312,6 +317,24 @@ fn a_mirror_gets_the_credentials_stored_for_its_host_never_those_of_u() {
         "{stdout}"
     );
     assert!(!stdout.contains("failed"), "{stdout}");
+}
+
+#[test]
+fn a_tree_pulled_from_a_mirror_pushes_with_mounts_from_it() {
+    let host = mirror_host();
+    let site = Site::new(&docker_hub_mirrored_to(std::slice::from_ref(&host)));
+    site.pull_busybox("busybox:1", &["-g"]);
+    let dir = site.target();
+    let dir = dir.to_str().expect("utf-8 path");
+    fs::write(site.target().join("added.txt"), "new layer\n").expect("write");
+    assert_success(&site.barge(&["commit", "-r", dir, "-m", "add a file"], &[]));
+    let target = format!("{host}/site/app:1");
+    let out = site.barge(&["push", &target, "-r", dir], &[]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The base layer is mounted from library/busybox on the mirror, not fetched from
+    // Docker Hub (unreachable here).
+    assert_eq!(stdout.matches("(mounted)").count(), 1, "{stdout}");
 }
 
 /// `GET /v2/REPO/manifests/TAG` from the registry, as stored (an OCI manifest).

@@ -149,6 +149,20 @@ pub fn open_for_pull(
     )))
 }
 
+/// `transport` plus plain HTTP for `reference`'s registry if the configuration allows
+/// it there: for reading blobs later from where an image was served (push streams
+/// base layers from the mirror a tree was pulled from).
+pub fn transport_for_source(
+    reference: &Reference,
+    transport: &TransportOptions,
+) -> Result<TransportOptions> {
+    let mut t = transport.clone();
+    if Config::load()?.allows_plain_http(&reference.registry) {
+        t.insecure.push(reference.registry.clone());
+    }
+    Ok(t)
+}
+
 /// Connects to one source and fetches its manifest (digest-checked by `fetch`).
 fn try_source(
     src: &PullSource,
@@ -325,6 +339,21 @@ impl Config {
             insecure: e.insecure,
             mirror: None,
         })
+    }
+
+    /// Whether the configuration lets `registry` (`host[:port]`) be spoken to in plain
+    /// HTTP: an `insecure` entry or mirror located there, or daemon.json's list.
+    pub fn allows_plain_http(&self, registry: &str) -> bool {
+        let at = |location: &str| location.split('/').next() == Some(registry);
+        self.docker_insecure(registry)
+            || self
+                .hub_mirrors
+                .iter()
+                .any(|(h, insecure)| *insecure && h == registry)
+            || self.entries.iter().any(|e| {
+                e.insecure && e.location.as_deref().is_some_and(at)
+                    || e.mirrors.iter().any(|m| m.insecure && at(&m.location))
+            })
     }
 
     /// The entry with the longest prefix matching `name`.

@@ -360,3 +360,18 @@ fn cidrs() {
     assert_eq!(host_part("[::1]:5000"), "::1");
     assert_eq!(host_part("reg.lan:5000"), "reg.lan");
 }
+
+#[test]
+fn plain_http_follows_insecure_entries_mirrors_and_daemon_json() {
+    let c = Config {
+        hub_mirrors: vec![("hub.lan:5000".into(), true), ("tls.lan".into(), false)],
+        docker_insecure: vec!["10.9.0.0/16".into()],
+        ..conf(AIR_GAPPED)
+    };
+    assert!(c.allows_plain_http("10.0.0.2:5000"));
+    assert!(c.allows_plain_http("hub.lan:5000"));
+    assert!(c.allows_plain_http("10.9.1.1:5000"));
+    assert!(!c.allows_plain_http("tls.lan"));
+    assert!(!c.allows_plain_http("10.0.0.3:5000"));
+    assert!(!c.allows_plain_http("registry.corp.example:5000"));
+}
