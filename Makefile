@@ -33,6 +33,8 @@ export BARGE ?= $(BIN)
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
 	golang-docker-credential-helpers pass build-essential
+# Runtimes and peers that read what barge writes (bundles, archives).
+DEB_PACKAGES += crun podman
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \

@@ -1,6 +1,7 @@
 //! Command-line parsing (lexopt): commands, their options, and `--help` texts.
 //! Parsing only: nothing here touches the network or the disk.
 
+use crate::bundle::BundleOptions;
 use crate::checkout::CheckoutOptions;
 use crate::commit::CommitOptions;
 use crate::error::{Error, Result};
@@ -44,6 +45,13 @@ Docker Hub (docker.io), the tag to `latest`, and single names get `library/`.
 Options:
   -r, --rootfs DIR         Where to put the tree (default: rootfs); must be new or empty
   -g, --git                Make DIR a git repository with one branch per layer
+      --bundle DIR         Make DIR an OCI runtime bundle instead (for `runc run -b DIR`):
+                           the tree in DIR/rootfs (with -g, the repository too), config.json
+                           from the image's Entrypoint, Cmd, Env, WorkingDir and User, and
+                           the image's config and manifest as image-config.json and
+                           image-manifest.json
+      --rootless           With --bundle: a spec for rootless runc/crun, as `runc spec
+                           --rootless` (user namespace mapping root to the user running barge)
   -u, --user USER[:PASS]   Credentials (default: from `barge login`, Docker's config.json and its
                            credential helpers, podman's auth file); without PASS, it is asked
                            for on the terminal without echo
@@ -236,10 +244,16 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut no_sync = false;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
+    let mut bundle = BundleArgs::default();
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(PULL_HELP)),
-            Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
+            Short('r') | Long("rootfs") => {
+                dir = p.value().map_err(usage_error)?.into();
+                bundle.rootfs = true;
+            }
+            Long("bundle") => bundle.dir = Some(p.value().map_err(usage_error)?.into()),
+            Long("rootless") => bundle.rootless = true,
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
@@ -258,6 +272,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     }
     let image = image
         .ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
+    let bundle = bundle.resolve(&mut dir)?;
     Ok(Command::Pull(PullOptions {
         image,
         dir,
@@ -268,7 +283,38 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         git,
         no_sync,
         transport,
+        bundle,
     }))
+}
+
+/// `pull`'s `--bundle DIR`, `--rootless` and whether `-r` was given.
+#[derive(Default)]
+struct BundleArgs {
+    dir: Option<PathBuf>,
+    rootless: bool,
+    rootfs: bool,
+}
+
+impl BundleArgs {
+    /// With `--bundle DIR`, DIR becomes the pull's directory; `-r` and `--rootless`
+    /// alone are usage errors.
+    fn resolve(self, dir: &mut PathBuf) -> Result<Option<BundleOptions>> {
+        match self.dir {
+            Some(_) if self.rootfs => {
+                Err(Error::new("--bundle and -r/--rootfs exclude each other")
+                    .hint("the tree of a bundle is DIR/rootfs: give only --bundle DIR"))
+            }
+            Some(b) => {
+                *dir = b;
+                Ok(Some(BundleOptions {
+                    rootless: self.rootless,
+                }))
+            }
+            None if self.rootless => Err(Error::new("--rootless needs --bundle DIR")
+                .hint("usage: barge pull IMAGE --bundle DIR --rootless")),
+            None => Ok(None),
+        }
+    }
 }
 
 fn parse_commit(p: &mut lexopt::Parser) -> Result<Command> {
@@ -599,6 +645,32 @@ mod tests {
         assert_eq!(l.transport.low_speed.time.as_secs(), 5);
         assert!(parse(args("pull x --low-speed-limit fast")).is_err());
         assert!(parse(args("pull x --low-speed-time -1")).is_err());
+    }
+
+    #[test]
+    fn bundle_options() {
+        let Command::Pull(p) = parse(args("pull x --bundle b -g")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.dir, PathBuf::from("b"));
+        assert_eq!(p.bundle, Some(BundleOptions { rootless: false }));
+        assert!(p.git);
+        let Command::Pull(p) = parse(args("pull x --rootless --bundle b")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.bundle, Some(BundleOptions { rootless: true }));
+        let Command::Pull(p) = parse(args("pull x -r d")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.bundle, None);
+        for bad in [
+            "pull x --bundle b -r d",
+            "pull x -r d --bundle b",
+            "pull x --rootless",
+        ] {
+            let e = parse(args(bad)).err().unwrap_or_else(|| panic!("{bad}"));
+            assert!(e.hint_text().is_some(), "{bad}: {e}");
+        }
     }
 
     #[test]

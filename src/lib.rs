@@ -6,6 +6,7 @@
 //! reported. With the `fuzzing` feature, [`fuzzing`] adds one entry point per
 //! parser of outside input for the cargo-fuzz targets in fuzz/.
 
+mod bundle;
 pub mod checkout;
 pub mod cli;
 mod clock;

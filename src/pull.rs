@@ -5,6 +5,7 @@
 //! (out of any entry's reach) and becomes `DIR/.git` only after the last layer.
 
 use crate::bail;
+use crate::bundle::{self, BundleOptions};
 use crate::digest::{self, Digest, HashReader};
 use crate::error::{Context, Error, Result};
 use crate::git::{History, LayerMessage, Repo};
@@ -38,6 +39,8 @@ pub struct PullOptions {
     /// Skip the syncs that make the tree survive a power cut once "Done" is printed.
     pub no_sync: bool,
     pub transport: TransportOptions,
+    /// `--bundle`: `dir` is an OCI runtime bundle, the tree in its `rootfs/`.
+    pub bundle: Option<BundleOptions>,
 }
 
 /// The resolved image: what the registry says it is made of.
@@ -65,19 +68,60 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     let (mut reg, source) = (served.registry, served.reference);
     out.line(format!("Pulling image {reference}{} ...", served.via));
     let image = resolve(&mut reg, &source, platform.as_ref(), &out)?;
-    let mut stage = Stage::create(&opts.dir)?;
-    if opts.no_sync {
+    let bundle = start_bundle(opts)?;
+    let tree = bundle
+        .as_ref()
+        .map_or_else(|| opts.dir.clone(), |b| b.rootfs());
+    let mut stage = Stage::create(&tree)?;
+    if opts.no_sync || bundle.is_some() {
         stage.no_sync();
     }
     let (stats, image_git) = unpack_all(&mut reg, &source, &image, &stage, &out, opts)?;
     stage.commit()?;
+    if let Some(b) = bundle {
+        b.finish(&image.manifest_bytes, &image.config_bytes, &image.config)?;
+        report_bundle(&out, &image, opts);
+    }
     report_skipped(&out, &stats);
     report_image_git(&out, image_git, opts);
+    let what = if opts.bundle.is_some() {
+        "Bundle"
+    } else {
+        "Rootfs"
+    };
     out.line(format!(
-        "Done. Rootfs of {reference} in {}",
+        "Done. {what} of {reference} in {}",
         opts.dir.display()
     ));
     Ok(())
+}
+
+/// With `--bundle`: the bundle's staging, which the tree is committed into (the
+/// bundle is synced as a whole when it is put in place).
+fn start_bundle(opts: &PullOptions) -> Result<Option<bundle::Staging>> {
+    opts.bundle
+        .map(|b| bundle::Staging::create(&opts.dir, b, !opts.no_sync))
+        .transpose()
+}
+
+/// Where the bundle's config is, and a note when the image has no command to run.
+fn report_bundle(out: &Output, image: &ResolvedImage, opts: &PullOptions) {
+    let dir = opts.dir.display();
+    out.line(format!(
+        "Bundle: {dir}/{} ({dir}/{})",
+        bundle::CONFIG,
+        bundle::ROOTFS
+    ));
+    if !bundle::has_command(&image.config) {
+        let note = format!(
+            "Note: the image has no Entrypoint or Cmd: set process.args in {dir}/{} before running it",
+            bundle::CONFIG
+        );
+        match opts.progress {
+            Progress::Quiet => eprintln!("barge: {note}"),
+            _ => out.line(note),
+        }
+    }
 }
 
 /// `-u USER[:PASS]` (with `--password-stdin` or a prompt) wins; else the auth files

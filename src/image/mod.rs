@@ -86,3 +86,7 @@ pub trait ImageDest {
     /// Makes what was written visible (an index.json, an archive file); called last.
     fn finish(self: Box<Self>) -> Result<()>;
 }
+
+pub mod docker_archive;
+pub mod oci_archive;
+mod tar_file;
