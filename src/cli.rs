@@ -72,6 +72,9 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --mirror [http://]HOST[:PORT][/NAMESPACE]
+                           Try this mirror first (may be repeated), then the mirrors of
+                           registries.conf and Docker's daemon.json, then the registry
       --low-speed-limit BYTES, --low-speed-time SECS
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
@@ -324,6 +327,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
             Long("progress") => progress = progress_value(p)?,
             Long("no-sync") => no_sync = true,
             Long("platform") => platform = Some(string_value(p)?),
+            Long("mirror") => transport.mirrors.push(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
@@ -476,6 +480,7 @@ fn parse_copy(p: &mut lexopt::Parser) -> Result<Command> {
             Short('h') | Long("help") => return Ok(Command::Help(COPY_HELP)),
             Long("all") | Short('a') => all = true,
             Long("platform") => platform = Some(string_value(p)?),
+            Long("mirror") => transport.mirrors.push(string_value(p)?),
             Short('q') | Long("quiet") => progress = Progress::Quiet,
             Long("progress") => progress = progress_value(p)?,
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
@@ -513,6 +518,7 @@ fn parse_inspect(p: &mut lexopt::Parser) -> Result<Command> {
                 )
             }
             Long("platform") => platform = Some(string_value(p)?),
+            Long("mirror") => transport.mirrors.push(string_value(p)?),
             Long(name) if TRANSPORT_OPTIONS.contains(&name) => {
                 let name = name.to_string();
                 transport_option(&name, p, &mut transport)?
@@ -674,6 +680,17 @@ mod tests {
         assert_eq!(p.transport.insecure, vec!["h:5".to_string()]);
         assert_eq!(p.image, "x");
         assert!(!p.password_stdin);
+    }
+
+    #[test]
+    fn pull_takes_mirrors_in_order_and_push_takes_none() {
+        let Command::Pull(p) = parse(args("pull x --mirror a:5 --mirror http://b.lan")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.transport.mirrors, ["a:5", "http://b.lan"]);
+        assert!(parse(args("push h/x:1 --mirror a:5")).is_err());
+        assert!(parse(args("pull x --mirror")).is_err());
     }
 
     #[test]

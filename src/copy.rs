@@ -64,6 +64,7 @@ pub fn run(opts: &CopyOptions) -> Result<()> {
     };
     let open = OpenOptions {
         transport: opts.transport.clone(),
+        mirrors: Some(opts.progress),
         ..OpenOptions::default()
     };
     let mut src = open_source(&src_t, &open)?;

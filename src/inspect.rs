@@ -36,15 +36,16 @@ const MAX_CONFIG: u64 = 8 << 20;
 
 pub fn run(opts: &InspectOptions) -> Result<()> {
     let t = Transport::parse(&opts.image)?;
+    // Mirror notes go to stderr's side of things: stdout is the JSON.
     let open = OpenOptions {
         transport: opts.transport.clone(),
+        mirrors: Some(crate::progress::Progress::Quiet),
         ..OpenOptions::default()
     };
     let mut tags = Vec::new();
     let mut src: Box<dyn ImageSource> = match t.registry() {
         Some(r) => {
-            let creds = crate::registry::credentials::resolve(None, false, &r.credential_keys())?;
-            let mut s = RegistrySource::open(r, creds, &open.transport)?;
+            let mut s = RegistrySource::open_mirrored(r, &open, crate::progress::Progress::Quiet)?;
             if opts.show == Show::Summary {
                 tags = s.tags();
             }

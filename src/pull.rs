@@ -67,6 +67,7 @@ pub fn run(opts: &PullOptions) -> Result<()> {
         user: opts.user.as_deref(),
         password_stdin: opts.password_stdin,
         transport: opts.transport.clone(),
+        mirrors: Some(opts.progress),
     };
     let mut src = image::open_source(&transport, &open)?;
     let name = src.name();
@@ -80,7 +81,10 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     if opts.no_sync || bundle.is_some() {
         stage.no_sync();
     }
-    let source = transport.absolute().to_string();
+    // Where it was served (a mirror, a rewritten location): push reads base layers there.
+    let source = src
+        .served_as()
+        .unwrap_or_else(|| transport.absolute().to_string());
     let (stats, image_git) = unpack_all(&mut *src, &source, &image, &stage, &out, opts)?;
     stage.commit()?;
     if let Some(b) = bundle {

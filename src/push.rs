@@ -50,6 +50,7 @@ pub fn run(opts: &PushOptions) -> Result<()> {
         user: opts.user.as_deref(),
         password_stdin: opts.password_stdin,
         transport: opts.transport.clone(),
+        mirrors: None,
     };
     let dst = open_dest(&target, &dest_opts, src.registry_origin().as_ref())?;
     let name = dst.name();

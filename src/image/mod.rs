@@ -51,6 +51,11 @@ pub trait ImageSource {
     fn registry_origin(&self) -> Option<RegistryOrigin> {
         None
     }
+    /// The name the image was actually read under when that differs from what was
+    /// asked (a mirror, a registries.conf location): what a pull records as its source.
+    fn served_as(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a manifest written to a destination is.
@@ -122,10 +127,17 @@ pub struct OpenOptions<'a> {
     pub user: Option<&'a str>,
     pub password_stdin: bool,
     pub transport: TransportOptions,
+    /// Read registries through their mirrors (pull, copy, inspect), naming failed
+    /// mirrors in this output style; `None` reads the registry as named (a pushed
+    /// tree's origin, which may itself be the mirror it was pulled from).
+    pub mirrors: Option<crate::progress::Progress>,
 }
 
 impl OpenOptions<'_> {
-    fn credentials(&self, reference: &crate::reference::Reference) -> Result<Option<Credentials>> {
+    pub fn credentials(
+        &self,
+        reference: &crate::reference::Reference,
+    ) -> Result<Option<Credentials>> {
         credentials::resolve(self.user, self.password_stdin, &reference.credential_keys())
     }
 }
@@ -133,11 +145,14 @@ impl OpenOptions<'_> {
 /// Opens the image `t` names for reading: one arm per transport.
 pub fn open_source(t: &Transport, opts: &OpenOptions) -> Result<Box<dyn ImageSource>> {
     Ok(match t {
-        Transport::Docker(r) => Box::new(registry::RegistrySource::open(
-            r,
-            opts.credentials(r)?,
-            &opts.transport,
-        )?),
+        Transport::Docker(r) => match opts.mirrors {
+            Some(progress) => Box::new(registry::RegistrySource::open_mirrored(r, opts, progress)?),
+            None => Box::new(registry::RegistrySource::open(
+                r,
+                opts.credentials(r)?,
+                &opts.transport,
+            )?),
+        },
         Transport::Oci { path, reference } => {
             Box::new(layout::LayoutSource::open(path, reference.as_deref())?)
         }

@@ -4,13 +4,18 @@
 
 use crate::digest::Digest;
 use crate::error::{Context, Result};
-use crate::image::{ImageDest, ImageSource, ManifestRole, RawManifest, RegistryOrigin};
+use crate::image::{
+    ImageDest, ImageSource, ManifestRole, OpenOptions, RawManifest, RegistryOrigin,
+};
 use crate::manifest::{self, Descriptor};
+use crate::progress::{Output, Progress};
 use crate::reference::Reference;
 use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
+use crate::registry::credentials;
 use crate::registry::credentials::Credentials;
 use crate::registry::fetch::{self, BlobReader};
+use crate::registry::mirrors;
 use crate::registry::source::{BlobSource, Checked};
 use crate::registry::upload::{self, Mount, Upload};
 
@@ -20,7 +25,14 @@ const MAX_TAG_LIST: u64 = 4 << 20;
 /// Reads one image (or index) from a repository.
 pub struct RegistrySource {
     reg: Registry,
+    /// The image's name where it is read (a mirror's name when one served it).
     reference: Reference,
+    /// The name asked for, when a mirror or a location rewrite served it.
+    asked: Option<Reference>,
+    /// How messages say where it came from (` from mirror HOST`), or empty.
+    via: String,
+    /// The top manifest, when finding the endpoint already fetched it.
+    first: Option<RawManifest>,
 }
 
 impl RegistrySource {
@@ -31,9 +43,43 @@ impl RegistrySource {
         transport: &TransportOptions,
     ) -> Result<RegistrySource> {
         let scopes = vec![auth::scope(&reference.repository, &["pull"])];
+        // Plain HTTP where registries.conf or daemon.json say so (a mirror a tree was pulled from).
+        let transport = mirrors::transport_for_source(reference, transport)?;
         Ok(RegistrySource {
-            reg: Registry::new(reference, creds, transport, scopes)?,
+            reg: Registry::new(reference, creds, &transport, scopes)?,
             reference: reference.clone(),
+            asked: None,
+            via: String::new(),
+            first: None,
+        })
+    }
+
+    /// Finds the endpoint that serves `reference`: `--mirror`s, registries.conf's and
+    /// daemon.json's mirrors in order, then the registry (see registry/mirrors.rs).
+    /// `-u` goes to the registry only; a mirror gets the credentials stored for it.
+    pub fn open_mirrored(
+        reference: &Reference,
+        opts: &OpenOptions,
+        progress: Progress,
+    ) -> Result<RegistrySource> {
+        let mut creds = |at: &Reference, mirror: bool| match mirror {
+            false => opts.credentials(at),
+            true => credentials::resolve(None, false, &at.credential_keys()),
+        };
+        let out = Output::new(progress);
+        let served =
+            mirrors::open_for_pull(reference, &mut creds, &opts.transport, &["pull"], &out)?;
+        let asked = (served.reference != *reference).then(|| reference.clone());
+        Ok(RegistrySource {
+            reg: served.registry,
+            reference: served.reference,
+            asked,
+            via: served.via,
+            first: Some(RawManifest {
+                bytes: served.manifest.bytes,
+                media_type: served.manifest.content_type,
+                digest: served.manifest.digest,
+            }),
         })
     }
 
@@ -68,10 +114,14 @@ impl RegistrySource {
 
 impl ImageSource for RegistrySource {
     fn name(&self) -> String {
-        self.reference.to_string()
+        let asked = self.asked.as_ref().unwrap_or(&self.reference);
+        format!("{asked}{}", self.via)
     }
 
     fn manifest(&mut self) -> Result<RawManifest> {
+        if let Some(m) = self.first.take() {
+            return Ok(m);
+        }
         let r = self.reference.reference_str();
         self.fetch(&r)
     }
@@ -88,6 +138,10 @@ impl ImageSource for RegistrySource {
 
     fn registry_origin(&self) -> Option<RegistryOrigin> {
         Some(origin_of(&self.reference))
+    }
+
+    fn served_as(&self) -> Option<String> {
+        self.asked.as_ref().map(|_| self.reference.to_string())
     }
 }
 

@@ -22,6 +22,9 @@ pub struct TransportOptions {
     pub insecure: Vec<String>,
     /// `--low-speed-limit` / `--low-speed-time`.
     pub low_speed: LowSpeed,
+    /// `--mirror`: tried first when reading an image (pull, copy's source, inspect);
+    /// never used to push (see `registry::mirrors`).
+    pub mirrors: Vec<String>,
 }
 
 /// Where the authorization conversation stands.

@@ -5,6 +5,8 @@ pub mod budget;
 pub mod client;
 pub mod credentials;
 pub mod fetch;
+pub mod mirrors;
 pub mod session;
 pub mod source;
+mod toml;
 pub mod upload;
