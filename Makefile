@@ -33,6 +33,8 @@ export BARGE ?= $(BIN)
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
 	golang-docker-credential-helpers pass build-essential
+# The initramfs boot tests and demo: qemu (TCG) and GNU cpio; the kernel is fetched by scripts/kernel.sh.
+DEB_PACKAGES += qemu-system-x86 cpio
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \

@@ -24,6 +24,7 @@ Commands:
   status         List what `commit` would take (metadata changes included)
   checkout LAYER Put a pulled directory exactly at one of its layers
   push NAME      Upload a committed directory's image to a registry
+  initramfs      Pack a committed directory as a bootable initramfs (newc cpio)
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
   version        Print barge's version
@@ -55,6 +56,9 @@ Options:
                            (plain), none (quiet); auto: tty if stdout is a terminal, else plain
   -q, --quiet              Print errors only (--progress=quiet)
       --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
+      --initramfs FILE     Also write a bootable initramfs (FILE.cpio or FILE.gz); without
+                           -r no tree is left (see `barge initramfs --help` for /init)
+      --init CMD [ARG...]  With --initramfs: the command /init runs; takes the rest of the line
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -62,6 +66,26 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+  -h, --help               Print this help";
+
+pub const INITRAMFS_HELP: &str = "\
+Pack DIR (pulled with -g, changes committed) as a newc cpio initramfs the kernel boots:
+owners, modes, devices and hardlinks from barge's record, contents from DIR.
+
+Usage: barge initramfs [-r DIR] -o FILE [--init CMD [ARG...]]
+
+FILE ending in .gz is gzip-compressed, in .cpio plain. /init is the image's own /init
+if it has one; else a #!/bin/sh script (the image needs /bin/sh) that mounts /proc,
+/sys and /dev (devtmpfs), exports the image's Env (PATH defaults to Docker's), cd's
+to its WorkingDir and execs Entrypoint + Cmd. /dev/console (char 5:1) and /dev, /proc,
+/sys, /root are added where missing. SOURCE_DATE_EPOCH clamps every mtime.
+
+Options:
+  -r, --rootfs DIR         The committed tree (default: rootfs)
+  -o, --output FILE        The archive to write (replaced only once complete)
+      --init CMD [ARG...]  The command the generated /init execs instead of Entrypoint + Cmd
+                           (replaces an /init of the image); takes the rest of the line
+  -q, --quiet              Print errors only
   -h, --help               Print this help";
 
 pub const COMMIT_HELP: &str = "\
@@ -181,6 +205,7 @@ pub enum Command {
     Push(PushOptions),
     Login(LoginOptions),
     Logout(Option<String>),
+    Initramfs(crate::initramfs::PackOptions),
 }
 
 impl Command {
@@ -195,6 +220,7 @@ impl Command {
             Command::Push(p) => format!("push {}: ", p.name),
             Command::Login(_) => "login: ".to_string(),
             Command::Logout(_) => "logout: ".to_string(),
+            Command::Initramfs(o) => format!("initramfs {}: ", o.root.display()),
         }
     }
 }
@@ -216,6 +242,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "push" => parse_push(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
+            "initramfs" => parse_initramfs(&mut parser),
             "help" => parse_help(&mut parser),
             "version" => Ok(Command::Version),
             other => Err(Error::new(format!("unknown command {other:?}"))
@@ -233,10 +260,16 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut no_sync = false;
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
+    let (mut dir_given, mut initramfs, mut init) = (false, None, None);
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(PULL_HELP)),
-            Short('r') | Long("rootfs") => dir = p.value().map_err(usage_error)?.into(),
+            Short('r') | Long("rootfs") => {
+                dir = p.value().map_err(usage_error)?.into();
+                dir_given = true;
+            }
+            Long("initramfs") => initramfs = Some(PathBuf::from(p.value().map_err(usage_error)?)),
+            Long("init") => init = Some(init_command(p)?),
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
@@ -254,6 +287,7 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     }
     let image = image
         .ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
+    let initramfs = pull_initramfs(initramfs, init, dir_given, &mut dir)?;
     Ok(Command::Pull(PullOptions {
         image,
         dir,
@@ -264,6 +298,73 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         git,
         no_sync,
         transport,
+        initramfs,
+    }))
+}
+
+/// `--initramfs FILE [--init CMD...]`; without `-r`, the tree is staged beside FILE
+/// (as `.NAME.rootfs`) and removed.
+fn pull_initramfs(
+    file: Option<PathBuf>,
+    init: Option<Vec<String>>,
+    dir_given: bool,
+    dir: &mut PathBuf,
+) -> Result<Option<crate::initramfs::InitramfsOptions>> {
+    let Some(file) = file else {
+        if init.is_some() {
+            return Err(Error::new("--init needs --initramfs FILE")
+                .hint("usage: barge pull IMAGE --initramfs FILE [--init CMD [ARG...]]"));
+        }
+        return Ok(None);
+    };
+    if !dir_given {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        *dir = file.with_file_name(format!(".{name}.rootfs"));
+    }
+    Ok(Some(crate::initramfs::InitramfsOptions {
+        file,
+        init,
+        keep_tree: dir_given,
+    }))
+}
+
+/// `--init CMD [ARG...]`: every argument left on the line.
+fn init_command(p: &mut lexopt::Parser) -> Result<Vec<String>> {
+    let words = p
+        .raw_args()
+        .map_err(usage_error)?
+        .map(os_string)
+        .collect::<Result<Vec<_>>>()?;
+    if words.is_empty() {
+        return Err(Error::new("--init needs a command")
+            .hint("put --init CMD [ARG...] last on the command line"));
+    }
+    Ok(words)
+}
+
+fn parse_initramfs(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut root, mut file, mut init) = (PathBuf::from("rootfs"), None, None);
+    let mut progress = Progress::Plain;
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(INITRAMFS_HELP)),
+            Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
+            Short('o') | Long("output") => {
+                file = Some(PathBuf::from(p.value().map_err(usage_error)?))
+            }
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("init") => init = Some(init_command(p)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let file = file.ok_or_else(|| {
+        Error::new("missing -o FILE").hint("usage: barge initramfs [-r DIR] -o FILE")
+    })?;
+    Ok(Command::Initramfs(crate::initramfs::PackOptions {
+        root,
+        file,
+        init,
+        progress,
     }))
 }
 
@@ -411,6 +512,7 @@ fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
         "push" => Ok(Command::Help(PUSH_HELP)),
         "login" => Ok(Command::Help(LOGIN_HELP)),
         "logout" => Ok(Command::Help(LOGOUT_HELP)),
+        "initramfs" => Ok(Command::Help(INITRAMFS_HELP)),
         "help" => Ok(Command::Help(USAGE)),
         "version" => Ok(Command::Help(
             "Usage: barge version\n\nPrints barge's version.",

@@ -18,6 +18,7 @@ mod git;
 mod http;
 #[allow(dead_code)] // until the transports use it (issue 9)
 mod image;
+pub mod initramfs;
 mod json;
 mod layer;
 pub mod login;

@@ -38,6 +38,8 @@ pub struct PullOptions {
     /// Skip the syncs that make the tree survive a power cut once "Done" is printed.
     pub no_sync: bool,
     pub transport: TransportOptions,
+    /// `--initramfs FILE`: also (or only, without `-r`) write a bootable archive.
+    pub initramfs: Option<crate::initramfs::InitramfsOptions>,
 }
 
 /// The resolved image: what the registry says it is made of.
@@ -69,7 +71,15 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     if opts.no_sync {
         stage.no_sync();
     }
-    let (stats, image_git) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
+    let (stats, image_git, merged) = unpack_all(&mut reg, &reference, &image, &stage, &out, opts)?;
+    if let Some(ir) = &opts.initramfs {
+        let root = stage.root_path();
+        let name = reference.to_string();
+        crate::initramfs::write_pulled(&root, &merged, &image.config, &name, ir, opts.git, &out)?;
+        if !ir.keep_tree {
+            return Ok(()); // dropping the stage removes the tree
+        }
+    }
     stage.commit()?;
     report_skipped(&out, &stats);
     report_image_git(&out, image_git, opts);
@@ -184,7 +194,7 @@ fn unpack_all(
     stage: &Stage,
     out: &Output,
     opts: &PullOptions,
-) -> Result<(UnpackStats, Option<usize>)> {
+) -> Result<(UnpackStats, Option<usize>, store::Tree)> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {}:", count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(layers));
@@ -207,6 +217,7 @@ fn unpack_all(
     let mut total = UnpackStats::default();
     let mut records = Vec::with_capacity(layers.len());
     let mut chain: Option<Digest> = None;
+    let mut merged = store::Tree::default(); // for --initramfs only
     for (i, desc) in layers.iter().enumerate() {
         let mut changes = Vec::new();
         let diff_id = &image.config.diff_ids[i];
@@ -236,6 +247,9 @@ fn unpack_all(
         }
         out.layer_done(desc.size, line);
         chain = Some(chain_id);
+        if opts.initramfs.is_some() {
+            merged.apply(&changes);
+        }
         let descriptor = store::Descriptor {
             media_type: desc.media_type.clone(),
             digest: desc.digest.clone(),
@@ -263,7 +277,7 @@ fn unpack_all(
         let kept = record.tree().root_git_entries().count();
         image_git = (replaced || kept > 0).then_some(kept);
     }
-    Ok((total, image_git))
+    Ok((total, image_git, merged))
 }
 
 /// Says what became of the image's own root `.git` (`Some(n)`: it had one, with `n`
