@@ -695,4 +695,39 @@ mod tests {
         assert!(parse(args("pull --bogus a")).is_err());
         assert!(parse(args("frobnicate")).is_err());
     }
+
+    #[test]
+    fn initramfs_options_and_init_takes_the_rest_of_the_line() {
+        let Command::Pull(p) = parse(args(
+            "pull x --initramfs out/i.cpio.gz --init /bin/sh -c -q",
+        ))
+        .unwrap() else {
+            panic!("not a pull")
+        };
+        let ir = p.initramfs.unwrap();
+        assert_eq!(ir.init.unwrap(), vec!["/bin/sh", "-c", "-q"]);
+        assert!(!ir.keep_tree);
+        assert_eq!(p.dir, PathBuf::from("out/.i.cpio.gz.rootfs"));
+        assert_eq!(
+            p.progress,
+            Progress::Auto,
+            "-q after --init is the command's"
+        );
+        let Command::Pull(p) = parse(args("pull x -r t --initramfs i.cpio")).unwrap() else {
+            panic!("not a pull")
+        };
+        assert!(p.initramfs.unwrap().keep_tree);
+        assert_eq!(p.dir, PathBuf::from("t"));
+        assert!(parse(args("pull x --init /bin/sh")).is_err());
+        assert!(parse(args("pull x --initramfs i.cpio --init")).is_err());
+        let Command::Initramfs(o) = parse(args("initramfs -o f.cpio --init a b")).unwrap() else {
+            panic!("not initramfs")
+        };
+        assert_eq!(
+            (o.root, o.file),
+            (PathBuf::from("rootfs"), PathBuf::from("f.cpio"))
+        );
+        assert_eq!(o.init.unwrap(), vec!["a", "b"]);
+        assert!(parse(args("initramfs -r t")).is_err());
+    }
 }

@@ -155,8 +155,8 @@ fn report(out: &Output, s: &Summary, file: &Path) {
     }
     if s.skipped_git > 0 {
         out.line(format!(
-            "Note: the image's own /.git ({}) is not in the archive: it is not on disk",
-            count(s.skipped_git, "entry")
+            "Note: the image's own /.git ({} entries) is not in the archive: it is not on disk",
+            s.skipped_git
         ));
     }
     let init = match s.init {
@@ -164,9 +164,9 @@ fn report(out: &Output, s: &Summary, file: &Path) {
         InitKind::Generated => "/init written by barge",
     };
     out.line(format!(
-        "Initramfs {}: {}, {} ({} bytes), {init}",
+        "Initramfs {}: {} entries, {} ({} bytes), {init}",
         file.display(),
-        count(s.entries, "entry"),
+        s.entries,
         human_bytes(s.bytes),
         s.bytes
     ));
