@@ -15,7 +15,7 @@ use common::{assert_success, barge, barge_env, barge_path, require_tool, run, Te
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -362,45 +362,68 @@ fn init_option_replaces_the_command_and_r_keeps_the_tree() {
 }
 
 #[test]
-fn initramfs_of_a_committed_tree_boots_with_the_change() {
+fn initramfs_of_a_committed_tree_as_nobody_boots_with_the_change() {
+    // As `nobody`: the tree cannot hold 1000:1000 or the device; barge's record does.
     let work = TempDir::new("ir-commit");
-    let tree = work.join("tree");
-    let t = tree.to_str().unwrap();
-    let file = work.join("c.cpio.gz");
-    let f = file.to_str().unwrap();
+    let w = work.path();
     let image = images().registry.image("t/boot:1");
-    assert_success(&barge(&["pull", &image, "-r", t, "-g", "-q"]));
-    fs::write(tree.join("etc/added"), "added after pull\n").unwrap();
-    let refused = barge(&["initramfs", "-r", t, "-o", f]);
+    assert_success(&barge_as_nobody(
+        w,
+        &["pull", &image, "-r", "tree", "-g", "-q"],
+    ));
+    assert_eq!(
+        fs::symlink_metadata(w.join("tree/home/app/owned"))
+            .unwrap()
+            .uid(),
+        65534
+    );
+    fs::write(w.join("tree/etc/added"), "added after pull\n").unwrap();
+    let refused = barge_as_nobody(w, &["initramfs", "-r", "tree", "-o", "c.cpio.gz"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains(" not committed") && err.contains("barge commit -r"),
         "{err}"
     );
-    assert!(!file.exists(), "nothing written when refused");
-    assert_success(&barge(&["commit", "-r", t, "-m", "add a file", "-q"]));
-    let cmd = "cat /etc/added; stat -c 'STAT %n %u:%g' /home/app/owned";
-    assert_success(&barge(&[
+    assert!(
+        !w.join("c.cpio.gz").exists(),
+        "nothing written when refused"
+    );
+    // Made by root above: hand it to nobody, as a file nobody wrote would be.
+    run(Command::new("chown")
+        .arg("nobody")
+        .arg(w.join("tree/etc/added")));
+    assert_success(&barge_as_nobody(
+        w,
+        &["commit", "-r", "tree", "-m", "add a file", "-q"],
+    ));
+    let cmd = "cat /etc/added; stat -c 'STAT %n %u:%g %t:%T' /home/app/owned /srv/null";
+    let args = [
         "initramfs",
         "-r",
-        t,
+        "tree",
         "-o",
-        f,
+        "c.cpio.gz",
         "-q",
         "--init",
         "/bin/sh",
         "-c",
         cmd,
-    ]));
-    let items = read_newc(&file);
+    ];
+    assert_success(&barge_as_nobody(w, &args));
+    let items = read_newc(&w.join("c.cpio.gz"));
     assert!(
         !items.keys().any(|k| k == ".git" || k.starts_with(".git/")),
         "barge's repository stays out"
     );
-    let shown = boot(&file);
+    assert_eq!(
+        (items["etc/added"].uid, items["home/app/owned"].uid),
+        (65534, 1000)
+    );
+    let shown = boot(&w.join("c.cpio.gz"));
     assert_printed(&shown, "added after pull");
-    assert_printed(&shown, "STAT /home/app/owned 1000:1000");
+    assert_printed(&shown, "STAT /home/app/owned 1000:1000 0:0");
+    assert_printed(&shown, "STAT /srv/null 0:0 1:3");
 }
 
 #[test]
