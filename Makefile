@@ -35,6 +35,8 @@ DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-
 	golang-docker-credential-helpers pass build-essential
 # Runtimes and peers that read what barge writes (bundles, archives).
 DEB_PACKAGES += crun podman
+# The initramfs boot tests and demo: qemu (TCG) and GNU cpio; the kernel is fetched by scripts/kernel.sh.
+DEB_PACKAGES += qemu-system-x86 cpio
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \

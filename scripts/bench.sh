@@ -418,6 +418,56 @@ for run in $(seq 1 "$RUNS"); do
   measure "curl | gzip -dc | tar -x" "$run" bash -c "$(pipeline gzip "$MNT/rootfs")" || true
 done
 
+# ------------------------------------------------------------ initramfs (issue 10)
+# barge pull --initramfs (the archive made straight from the layers, no tree left) against barge
+# pull + find | cpio -o -H newc | gzip, RUNS runs each on a fresh scratch filesystem (--init /bin/sh:
+# the bench image has no Cmd). Then once, untimed: both archives unpacked with cpio -idm (as root)
+# must give the same tree (type, mode, owner, size, link count, mtime of files, symlink target,
+# device numbers, content; cpio -idm restores no directory or symlink mtimes), barge's own
+# additions (/init, /dev/console) aside; and the archives' sizes.
+IR_BARGE="barge pull --initramfs x.cpio.gz"
+IR_CPIO="barge pull + find | cpio -o -H newc | gzip"
+ir_list() { # dir out
+  (
+    cd "$1"
+    find . -mindepth 1 ! -type l ! -type d -printf '%P\t%y\t%m\t%U:%G\t%s\t%n\t%T@\n'
+    find . -mindepth 1 -type d -printf '%P\t%y\t%m\t%U:%G\n'
+    find . -mindepth 1 -type l -printf '%P\t%y\t%U:%G\t%l\n'
+    find . -mindepth 1 \( -type c -o -type b \) -exec stat -c '%n\tdev\t%t:%T' {} +
+    find . -mindepth 1 -type f -exec md5sum {} +
+  ) | LC_ALL=C sort > "$2"
+}
+bench_initramfs() {
+  local run a b extra differ
+  for run in $(seq 1 "$RUNS"); do
+    fresh_scratch
+    measure "$IR_BARGE" "$run" "$BARGE" pull "$REF" --initramfs "$MNT/barge.cpio.gz" --init /bin/sh || true
+    fresh_scratch
+    measure "$IR_CPIO" "$run" bash -c "set -euo pipefail; '$BARGE' pull -q '$REF' -r '$MNT/rootfs'
+      cd '$MNT/rootfs'; find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip > '$MNT/find.cpio.gz'" || true
+  done
+  "$BARGE" pull -q "$REF" --initramfs "$MNT/barge.cpio.gz" --init /bin/sh >/dev/null
+  a=$MNT/unpacked-barge b=$MNT/unpacked-find
+  mkdir "$a" "$b"
+  (cd "$a" && gzip -dc "$MNT/barge.cpio.gz" | cpio -idm --quiet --no-absolute-filenames)
+  (cd "$b" && gzip -dc "$MNT/find.cpio.gz" | cpio -idm --quiet --no-absolute-filenames)
+  extra=$(cd "$a" && for p in init dev/console; do [[ -e $b/$p ]] || { rm -f "$p"; printf ' /%s' "$p"; }; done)
+  ir_list "$a" "$WORK/ir-a.list"
+  ir_list "$b" "$WORK/ir-b.list"
+  if cmp -s "$WORK/ir-a.list" "$WORK/ir-b.list"; then
+    CHECKS+=("barge pull --initramfs and find | cpio unpack to the same tree (barge adds$extra; $(wc -l < "$WORK/ir-a.list") lines compared)")
+  else
+    diff "$WORK/ir-a.list" "$WORK/ir-b.list" | head -n 10 >&2 || true
+    differ=$({ diff "$WORK/ir-a.list" "$WORK/ir-b.list" || true; } | grep -c '^[<>]' || true)
+    CHECKS+=("barge pull --initramfs vs find | cpio: DIFFERENT trees ($differ lines differ)")
+  fi
+  CHECKS+=("initramfs sizes: barge $(mib "$(stat -c %s "$MNT/barge.cpio.gz")") MiB (gzip level 1), find | cpio | gzip $(mib "$(stat -c %s "$MNT/find.cpio.gz")") MiB (gzip -6)")
+}
+if [[ ${ROW_OK[pull]:-} ]]; then
+  log "initramfs: $RUNS runs of each"
+  bench_initramfs
+fi
+
 # ------------------------------------------------------------ push
 # A tree pulled with -g plus one file of PUSH_MIB MiB random bytes, committed (the layer is as big
 # gzipped); pushed RUNS times to a new repository of the same registry (base layers mounted, the big
@@ -497,6 +547,7 @@ STEPS="barge pull;barge pull --no-sync;barge pull -g;$OVERHEAD;skopeo copy + umo
 STEPS+=";curl | pigz -dc | tar -x;curl | pigz -dc | tar -x, sync -f;curl | gzip -dc | tar -x"
 STEPS+=";barge commit, no change;umoci repack, no change;barge commit, small change;umoci repack, small change"
 STEPS+=";$BIG_LABEL;$PUSH_SAME;$PUSH_OTHER;$COPY_OTHER;$SKOPEO_OTHER"
+STEPS+=";$IR_BARGE;$IR_CPIO"
 
 # targets SUMMARY: the issues' goals as markdown table rows "| issue | target | measured | met |",
 # for the steps that have a median.

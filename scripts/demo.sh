@@ -2,7 +2,8 @@
 # scripts/demo.sh (`make demo`): barge on a fresh Debian machine, end to end.
 # Installs what it needs (make deps), builds the static barge (make), starts a throwaway registry on
 # 127.0.0.1, builds a small busybox image with umoci and pushes it with skopeo, then pulls it with
-# barge into a directory, lists the tree and runs busybox from it with chroot.
+# barge into a directory, lists the tree and runs busybox from it with chroot, changes, commits,
+# pushes and pulls it back, and ends by booting the committed tree as an initramfs in qemu.
 # Run as root. DEMO_KEEP=1 keeps the work directory (the registry is always stopped).
 set -euo pipefail
 
@@ -134,4 +135,20 @@ if ! diff -r --no-dereference --exclude=.git "$DIR" "$OFFLINE"; then
 fi
 echo "identical: pulled from the layout inside a network namespace with no interfaces"
 
-step "done: pulled, changed, committed, pushed, pulled back and carried offline $REF (work dir removed on exit unless DEMO_KEEP=1)"
+step "step 7: pack the committed tree as an initramfs and boot it in qemu (pull, change, commit, pack)"
+# The kernel is Debian's cloud kernel, fetched (not installed) once into $target_dir/kernel.
+KERNEL=$("$ROOT/scripts/kernel.sh" "$target_dir/kernel")
+INITRD=$WORK/demo.cpio.gz
+run "$BARGE" initramfs -r "$DIR" -o "$INITRD" --init /bin/sh -c \
+  'echo "hello from an initramfs packed by barge"; cat /etc/motd; ls -l /srv/www; ls -ld /root'
+echo "the guest's console (escape codes, firmware lines and the kernel's panic when /init exits left out):"
+run timeout 120 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot -nic none \
+  -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyS0 panic=-1 quiet" </dev/null \
+  | tee "$WORK/console.txt" | sed $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\r$//' \
+  | grep -a -v -e '^\[ *[0-9]' -e '^SeaBIOS' -e '^Booting from' -e '^ *$' || true
+if ! grep -a -q 'hello from an initramfs packed by barge' "$WORK/console.txt"; then
+  echo "demo.sh: FAILED at step 7: the guest did not print the marker (console in $WORK/console.txt)" >&2
+  exit 1
+fi
+
+step "done: pulled, changed, committed, pushed, pulled back, carried offline and booted $REF (work dir removed on exit unless DEMO_KEEP=1)"

@@ -29,6 +29,7 @@ Commands:
   push NAME      Upload a committed directory's image to a registry (or a layout)
   copy SRC DST   Copy an image between registries and OCI layouts, without a tree
   inspect IMAGE  Show an image's digest, layers and config as JSON, without pulling it
+  initramfs      Pack a committed directory as a bootable initramfs (newc cpio)
   login [HOST]   Check credentials and store them for later commands
   logout [HOST]  Forget stored credentials
   version        Print barge's version
@@ -69,6 +70,9 @@ Options:
                            (plain), none (quiet); auto: tty if stdout is a terminal, else plain
   -q, --quiet              Print errors only (--progress=quiet)
       --no-sync            Do not wait for the tree to reach the disk (a power cut may lose it)
+      --initramfs FILE     Also write a bootable initramfs (FILE.cpio or FILE.gz); without
+                           -r no tree is left (see `barge initramfs --help` for /init)
+      --init CMD [ARG...]  With --initramfs: the command /init runs; takes the rest of the line
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
@@ -79,6 +83,26 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+  -h, --help               Print this help";
+
+pub const INITRAMFS_HELP: &str = "\
+Pack DIR (pulled with -g, changes committed) as a newc cpio initramfs the kernel boots:
+owners, modes, devices and hardlinks from barge's record, contents from DIR.
+
+Usage: barge initramfs [-r DIR] -o FILE [--init CMD [ARG...]]
+
+FILE ending in .gz is gzip-compressed, in .cpio plain. /init is the image's own /init
+if it has one; else a #!/bin/sh script (the image needs /bin/sh) that mounts /proc,
+/sys and /dev (devtmpfs), exports the image's Env (PATH defaults to Docker's), cd's
+to its WorkingDir and execs Entrypoint + Cmd. /dev/console (char 5:1) and /dev, /proc,
+/sys, /root are added where missing. SOURCE_DATE_EPOCH clamps every mtime.
+
+Options:
+  -r, --rootfs DIR         The committed tree (default: rootfs)
+  -o, --output FILE        The archive to write (replaced only once complete)
+      --init CMD [ARG...]  The command the generated /init execs instead of Entrypoint + Cmd
+                           (replaces an /init of the image); takes the rest of the line
+  -q, --quiet              Print errors only
   -h, --help               Print this help";
 
 pub const COMMIT_HELP: &str = "\
@@ -254,6 +278,7 @@ pub enum Command {
     Inspect(InspectOptions),
     Login(LoginOptions),
     Logout(Option<String>),
+    Initramfs(crate::initramfs::PackOptions),
 }
 
 impl Command {
@@ -270,6 +295,7 @@ impl Command {
             Command::Inspect(i) => format!("inspect {}: ", i.image),
             Command::Login(_) => "login: ".to_string(),
             Command::Logout(_) => "logout: ".to_string(),
+            Command::Initramfs(o) => format!("initramfs {}: ", o.root.display()),
         }
     }
 }
@@ -293,6 +319,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command> {
             "inspect" => parse_inspect(&mut parser),
             "login" => parse_login(&mut parser),
             "logout" => parse_logout(&mut parser),
+            "initramfs" => parse_initramfs(&mut parser),
             "help" => parse_help(&mut parser),
             "version" => Ok(Command::Version),
             other => Err(Error::new(format!("unknown command {other:?}"))
@@ -311,15 +338,19 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     let mut password_stdin = false;
     let mut transport = TransportOptions::default();
     let mut bundle = BundleArgs::default();
+    let (mut dir_given, mut initramfs, mut init) = (false, None, None);
     while let Some(arg) = p.next().map_err(usage_error)? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(PULL_HELP)),
             Short('r') | Long("rootfs") => {
                 dir = p.value().map_err(usage_error)?.into();
                 bundle.rootfs = true;
+                dir_given = true;
             }
             Long("bundle") => bundle.dir = Some(p.value().map_err(usage_error)?.into()),
             Long("rootless") => bundle.rootless = true,
+            Long("initramfs") => initramfs = Some(PathBuf::from(p.value().map_err(usage_error)?)),
+            Long("init") => init = Some(init_command(p)?),
             Short('u') | Long("user") => user = Some(string_value(p)?),
             Long("password-stdin") => password_stdin = true,
             Short('g') | Long("git") => git = true,
@@ -338,7 +369,12 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
     }
     let image = image
         .ok_or_else(|| Error::new("missing IMAGE").hint("usage: barge pull IMAGE [-r DIR]"))?;
+    if bundle.dir.is_some() && initramfs.is_some() {
+        return Err(Error::new("--bundle and --initramfs make different things")
+            .hint("pull twice, or pull --bundle and then `barge initramfs -r DIR/rootfs` after a -g pull"));
+    }
     let bundle = bundle.resolve(&mut dir)?;
+    let initramfs = pull_initramfs(initramfs, init, dir_given, &mut dir)?;
     Ok(Command::Pull(PullOptions {
         image,
         dir,
@@ -350,6 +386,73 @@ fn parse_pull(p: &mut lexopt::Parser) -> Result<Command> {
         no_sync,
         transport,
         bundle,
+        initramfs,
+    }))
+}
+
+/// `--initramfs FILE [--init CMD...]`; without `-r`, the tree is staged beside FILE
+/// (as `.NAME.rootfs`) and removed.
+fn pull_initramfs(
+    file: Option<PathBuf>,
+    init: Option<Vec<String>>,
+    dir_given: bool,
+    dir: &mut PathBuf,
+) -> Result<Option<crate::initramfs::InitramfsOptions>> {
+    let Some(file) = file else {
+        if init.is_some() {
+            return Err(Error::new("--init needs --initramfs FILE")
+                .hint("usage: barge pull IMAGE --initramfs FILE [--init CMD [ARG...]]"));
+        }
+        return Ok(None);
+    };
+    if !dir_given {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        *dir = file.with_file_name(format!(".{name}.rootfs"));
+    }
+    Ok(Some(crate::initramfs::InitramfsOptions {
+        file,
+        init,
+        keep_tree: dir_given,
+    }))
+}
+
+/// `--init CMD [ARG...]`: every argument left on the line.
+fn init_command(p: &mut lexopt::Parser) -> Result<Vec<String>> {
+    let words = p
+        .raw_args()
+        .map_err(usage_error)?
+        .map(os_string)
+        .collect::<Result<Vec<_>>>()?;
+    if words.is_empty() {
+        return Err(Error::new("--init needs a command")
+            .hint("put --init CMD [ARG...] last on the command line"));
+    }
+    Ok(words)
+}
+
+fn parse_initramfs(p: &mut lexopt::Parser) -> Result<Command> {
+    let (mut root, mut file, mut init) = (PathBuf::from("rootfs"), None, None);
+    let mut progress = Progress::Plain;
+    while let Some(arg) = p.next().map_err(usage_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(INITRAMFS_HELP)),
+            Short('r') | Long("rootfs") => root = p.value().map_err(usage_error)?.into(),
+            Short('o') | Long("output") => {
+                file = Some(PathBuf::from(p.value().map_err(usage_error)?))
+            }
+            Short('q') | Long("quiet") => progress = Progress::Quiet,
+            Long("init") => init = Some(init_command(p)?),
+            other => return Err(usage_error(other.unexpected())),
+        }
+    }
+    let file = file.ok_or_else(|| {
+        Error::new("missing -o FILE").hint("usage: barge initramfs [-r DIR] -o FILE")
+    })?;
+    Ok(Command::Initramfs(crate::initramfs::PackOptions {
+        root,
+        file,
+        init,
+        progress,
     }))
 }
 
@@ -596,6 +699,7 @@ fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
         "inspect" => Ok(Command::Help(INSPECT_HELP)),
         "login" => Ok(Command::Help(LOGIN_HELP)),
         "logout" => Ok(Command::Help(LOGOUT_HELP)),
+        "initramfs" => Ok(Command::Help(INITRAMFS_HELP)),
         "help" => Ok(Command::Help(USAGE)),
         "version" => Ok(Command::Help(
             "Usage: barge version\n\nPrints barge's version.",
@@ -834,5 +938,40 @@ mod tests {
         assert!(parse(args("pull a b")).is_err());
         assert!(parse(args("pull --bogus a")).is_err());
         assert!(parse(args("frobnicate")).is_err());
+    }
+
+    #[test]
+    fn initramfs_options_and_init_takes_the_rest_of_the_line() {
+        let Command::Pull(p) = parse(args(
+            "pull x --initramfs out/i.cpio.gz --init /bin/sh -c -q",
+        ))
+        .unwrap() else {
+            panic!("not a pull")
+        };
+        let ir = p.initramfs.unwrap();
+        assert_eq!(ir.init.unwrap(), vec!["/bin/sh", "-c", "-q"]);
+        assert!(!ir.keep_tree);
+        assert_eq!(p.dir, PathBuf::from("out/.i.cpio.gz.rootfs"));
+        assert_eq!(
+            p.progress,
+            Progress::Auto,
+            "-q after --init is the command's"
+        );
+        let Command::Pull(p) = parse(args("pull x -r t --initramfs i.cpio")).unwrap() else {
+            panic!("not a pull")
+        };
+        assert!(p.initramfs.unwrap().keep_tree);
+        assert_eq!(p.dir, PathBuf::from("t"));
+        assert!(parse(args("pull x --init /bin/sh")).is_err());
+        assert!(parse(args("pull x --initramfs i.cpio --init")).is_err());
+        let Command::Initramfs(o) = parse(args("initramfs -o f.cpio --init a b")).unwrap() else {
+            panic!("not initramfs")
+        };
+        assert_eq!(
+            (o.root, o.file),
+            (PathBuf::from("rootfs"), PathBuf::from("f.cpio"))
+        );
+        assert_eq!(o.init.unwrap(), vec!["a", "b"]);
+        assert!(parse(args("initramfs -r t")).is_err());
     }
 }

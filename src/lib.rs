@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod git;
 mod http;
 mod image;
+pub mod initramfs;
 pub mod inspect;
 mod json;
 mod layer;

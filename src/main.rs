@@ -68,6 +68,7 @@ fn run(cmd: Command) -> error::Result<()> {
         Command::Checkout(opts) => checkout::run(&opts)?,
         Command::Login(opts) => println!("{}", login::login(&opts)?),
         Command::Logout(registry) => println!("{}", login::logout(registry.as_deref())?),
+        Command::Initramfs(opts) => barge::initramfs::run(&opts)?,
     }
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct PullOptions {
     pub transport: TransportOptions,
     /// `--bundle`: `dir` is an OCI runtime bundle, the tree in its `rootfs/`.
     pub bundle: Option<BundleOptions>,
+    /// `--initramfs FILE`: also (or only, without `-r`) write a bootable archive.
+    pub initramfs: Option<crate::initramfs::InitramfsOptions>,
 }
 
 /// The resolved image: what the registry says it is made of.
@@ -85,7 +87,14 @@ pub fn run(opts: &PullOptions) -> Result<()> {
     let source = src
         .served_as()
         .unwrap_or_else(|| transport.absolute().to_string());
-    let (stats, image_git) = unpack_all(&mut *src, &source, &image, &stage, &out, opts)?;
+    let (stats, image_git, merged) = unpack_all(&mut *src, &source, &image, &stage, &out, opts)?;
+    if let Some(ir) = &opts.initramfs {
+        let root = stage.root_path();
+        crate::initramfs::write_pulled(&root, &merged, &image.config, &name, ir, opts.git, &out)?;
+        if !ir.keep_tree {
+            return Ok(()); // dropping the stage removes the tree
+        }
+    }
     stage.commit()?;
     if let Some(b) = bundle {
         b.finish(&image.manifest_bytes, &image.config_bytes, &image.config)?;
@@ -228,7 +237,7 @@ fn unpack_all(
     stage: &Stage,
     out: &Output,
     opts: &PullOptions,
-) -> Result<(UnpackStats, Option<usize>)> {
+) -> Result<(UnpackStats, Option<usize>, store::Tree)> {
     let layers = &image.manifest.layers;
     out.line(format!("Pulling {}:", count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(layers));
@@ -251,6 +260,7 @@ fn unpack_all(
     let mut total = UnpackStats::default();
     let mut records = Vec::with_capacity(layers.len());
     let mut chain: Option<Digest> = None;
+    let mut merged = store::Tree::default(); // for --initramfs only
     for (i, desc) in layers.iter().enumerate() {
         let mut changes = Vec::new();
         let diff_id = &image.config.diff_ids[i];
@@ -279,6 +289,9 @@ fn unpack_all(
         }
         out.layer_done(desc.size, line);
         chain = Some(chain_id);
+        if opts.initramfs.is_some() {
+            merged.apply(&changes);
+        }
         let descriptor = store::Descriptor {
             media_type: desc.media_type.clone(),
             digest: desc.digest.clone(),
@@ -305,7 +318,7 @@ fn unpack_all(
         let kept = record.tree().root_git_entries().count();
         image_git = (replaced || kept > 0).then_some(kept);
     }
-    Ok((total, image_git))
+    Ok((total, image_git, merged))
 }
 
 /// Says what became of the image's own root `.git` (`Some(n)`: it had one, with `n`
