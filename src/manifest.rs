@@ -104,6 +104,8 @@ pub struct Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    /// `tar+zstd`, zstd:chunked included (same media type, annotations added).
+    Zstd,
     None,
 }
 
@@ -363,11 +365,7 @@ pub fn layer_compression(media_type: &str) -> Result<Compression> {
             Ok(Compression::Gzip)
         }
         OCI_LAYER_TAR | OCI_LAYER_ND_TAR | DOCKER_LAYER_TAR => Ok(Compression::None),
-        OCI_LAYER_ZSTD | OCI_LAYER_ND_ZSTD => {
-            Err(Error::new("zstd-compressed layers are not supported yet").hint(
-                "pull a variant of the image built with gzip layers, or recompress it (e.g. `skopeo copy --dest-compress-format gzip`)",
-            ))
-        }
+        OCI_LAYER_ZSTD | OCI_LAYER_ND_ZSTD => Ok(Compression::Zstd),
         other => Err(Error::new(format!(
             "layer media type {other:?} is not supported"
         ))),
@@ -978,8 +976,7 @@ mod tests {
             assert_eq!(layer_compression(t).unwrap(), Compression::None, "{t}");
         }
         for t in [OCI_LAYER_ZSTD, OCI_LAYER_ND_ZSTD] {
-            let e = layer_compression(t).unwrap_err();
-            assert_eq!(e.message(), "zstd-compressed layers are not supported yet");
+            assert_eq!(layer_compression(t).unwrap(), Compression::Zstd, "{t}");
         }
         assert!(layer_compression(OCI_CONFIG).is_err());
     }
