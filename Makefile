@@ -32,7 +32,7 @@ export BARGE ?= $(BIN)
 # Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
-	golang-docker-credential-helpers pass build-essential
+	golang-docker-credential-helpers pass build-essential zstd
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
