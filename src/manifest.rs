@@ -820,6 +820,16 @@ mod tests {
     }
 
     #[test]
+    fn zstd_manifests_parse() {
+        let body = manifest_json(None, &[OCI_LAYER_ZSTD, OCI_LAYER_GZIP]);
+        let m = as_manifest(parse_manifest(body.as_bytes(), None).unwrap());
+        assert_eq!(
+            layer_compression(&m.layers[0].media_type).unwrap(),
+            Compression::Zstd
+        );
+    }
+
+    #[test]
     fn parses_an_oci_manifest() {
         let body = manifest_json(Some(OCI_MANIFEST), &[OCI_LAYER_GZIP, OCI_LAYER_TAR]);
         let m = as_manifest(parse_manifest(body.as_bytes(), None).unwrap());
@@ -917,10 +927,6 @@ mod tests {
                 manifest_json(None, &[OCI_LAYER_GZIP])
                     .replace(OCI_CONFIG, "application/vnd.cncf.helm.config.v1+json"),
                 "not a container image",
-            ),
-            (
-                manifest_json(None, &[OCI_LAYER_ZSTD]),
-                "zstd-compressed layers are not supported yet",
             ),
             (
                 manifest_json(None, &["application/x-foo"]),
