@@ -32,7 +32,7 @@ export BARGE ?= $(BIN)
 # Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
-	golang-docker-credential-helpers pass build-essential
+	golang-docker-credential-helpers pass build-essential zstd
 # Runtimes and peers that read what barge writes (bundles, archives).
 DEB_PACKAGES += crun podman
 # The initramfs boot tests and demo: qemu (TCG) and GNU cpio; the kernel is fetched by scripts/kernel.sh.

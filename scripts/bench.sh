@@ -3,7 +3,9 @@
 # Builds a realistic three-layer image (debootstrap --variant=minbase bookworm, then a layer of
 # additions, then a layer of deletions/whiteouts), pushes it to a throwaway local registry, and times
 # barge pull against skopeo copy + umoci unpack and the curl | pigz/gzip -dc | tar -x pipelines over
-# the same blobs; barge commit (no-op and a small change) against umoci repack of the same change;
+# the same blobs; barge pull of the same image with zstd layers (a twin layout made once by
+# skopeo copy --dest-compress-format zstd, cached beside the gzip one); barge commit (no-op and a
+# small change) against umoci repack of the same change;
 # barge push of an image with a 200 MiB incompressible layer against skopeo copy of that image from
 # one registry to another. Every pull gets a fresh loop-mounted ext4, made outside the timed region
 # (after `rm -rf`, creating files on this machine's journal-less root ext4 gets slow); commits and
@@ -232,12 +234,32 @@ else
   log "using cached image layout $LAYOUT (BENCH_REBUILD=1 rebuilds it)"
 fi
 
+# The same image with zstd layers (issue 9): `skopeo copy --dest-compress-format zstd` into an empty
+# layout (skopeo recompresses only blobs it writes), cached beside the gzip layout and remade when that
+# one's manifest changes.
+ZLAYOUT=$CACHE/oci-zstd
+make_zstd_twin() {
+  local src
+  src=$(jq -r '.manifests[0].digest' "$LAYOUT/index.json")
+  if [[ -d $ZLAYOUT && $(cat "$CACHE/oci-zstd.stamp" 2>/dev/null) == "$src" ]]; then return; fi
+  log "zstd twin of the image: skopeo copy --dest-compress-format zstd"
+  rm -rf "$ZLAYOUT" "$CACHE/oci-zstd.stamp"
+  skopeo copy -q --dest-compress-format zstd "oci:$LAYOUT:bookworm" "oci:$ZLAYOUT:bookworm"
+  echo "$src" > "$CACHE/oci-zstd.stamp"
+}
+make_zstd_twin
+
 # ============================================================ registry and push
 rm -rf "$WORK/registry"
 registry_start "$WORK/registry"
 REF=$REGISTRY/bench/debian:bookworm
-log "registry http://$REGISTRY; pushing $REF"
+ZREF=$REGISTRY/bench/debian-zstd:bookworm
+log "registry http://$REGISTRY; pushing $REF and $ZREF"
 skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:bookworm" "docker://$REF"
+# --preserve-digests: skopeo would otherwise reuse the gzip blobs it just pushed.
+skopeo copy -q --dest-tls-verify=false --preserve-digests "oci:$ZLAYOUT:bookworm" "docker://$ZREF"
+zcompressed=$(curl -fsS -H "Accept: $ACCEPT" "http://$REGISTRY/v2/bench/debian-zstd/manifests/bookworm" \
+  | jq '[.layers[] | select(.mediaType | endswith("+zstd")) | .size] | add // 0')
 
 manifest=$(curl -fsS -H "Accept: $ACCEPT" "http://$REGISTRY/v2/bench/debian/manifests/bookworm")
 mapfile -t LAYERS < <(jq -r '.layers[].digest' <<<"$manifest")
@@ -339,6 +361,8 @@ if [[ ${ROW_OK[pullg]:-} ]]; then
     NA_REASON["barge commit"]=$(grep -m1 . "$WORK/try.err" || echo "no error message")
   fi
 fi
+# After the commit check: barge_try starts from a fresh scratch, which drops the -g tree.
+barge_try "barge pull (zstd)" pull "$ZREF" -r "$MNT/rootfs" && ROW_OK[pullz]=1
 
 # ------------------------------------------------------------ correctness, once, untimed
 # Listing of a tree: one line per entry (path, type, mode, owner, size and link count of non-dirs,
@@ -372,6 +396,10 @@ if [[ ${BENCH_CHECK:-1} != 0 && ${ROW_OK[pull]:-} ]]; then
   skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$MNT/oci:bookworm"
   umoci unpack --image "$MNT/oci:bookworm" "$MNT/bundle" >/dev/null
   same_tree "barge pull = umoci unpack" "$MNT/barge" "$MNT/bundle/rootfs"
+  if [[ ${ROW_OK[pullz]:-} ]]; then
+    "$BARGE" pull -q "$ZREF" -r "$MNT/barge-zstd" >/dev/null
+    same_tree "barge pull (zstd) = barge pull (gzip)" "$MNT/barge-zstd" "$MNT/barge"
+  fi
   if [[ ${ROW_OK[pullg]:-} ]]; then
     "$BARGE" pull -q -g "$REF" -r "$MNT/barge-g" >/dev/null
     same_tree "barge pull -g = barge pull (outside .git)" "$MNT/barge-g" "$MNT/barge"
@@ -390,6 +418,10 @@ for run in $(seq 1 "$RUNS"); do
     measure "barge pull" "$run" "$BARGE" pull "$REF" -r "$MNT/rootfs" || true
     fresh_scratch
     measure "barge pull --no-sync" "$run" "$BARGE" pull --no-sync "$REF" -r "$MNT/rootfs" || true
+  fi
+  if [[ ${ROW_OK[pullz]:-} ]]; then
+    fresh_scratch
+    measure "barge pull (zstd)" "$run" "$BARGE" pull "$ZREF" -r "$MNT/rootfs" || true
   fi
   if [[ ${ROW_OK[pullg]:-} ]]; then
     fresh_scratch
@@ -543,7 +575,7 @@ summarise() { # "step;step;..."
       }
     }' "$TSV"
 }
-STEPS="barge pull;barge pull --no-sync;barge pull -g;$OVERHEAD;skopeo copy + umoci unpack;barge copy, registry → layout;skopeo copy;umoci unpack"
+STEPS="barge pull;barge pull (zstd);barge pull --no-sync;barge pull -g;$OVERHEAD;skopeo copy + umoci unpack;barge copy, registry → layout;skopeo copy;umoci unpack"
 STEPS+=";curl | pigz -dc | tar -x;curl | pigz -dc | tar -x, sync -f;curl | gzip -dc | tar -x"
 STEPS+=";barge commit, no change;umoci repack, no change;barge commit, small change;umoci repack, small change"
 STEPS+=";$BIG_LABEL;$PUSH_SAME;$PUSH_OTHER;$COPY_OTHER;$SKOPEO_OTHER"
@@ -567,6 +599,11 @@ targets() {
         row("#12", "barge pull --no-sync <= curl \\| pigz -dc \\| tar -x", sprintf("%.2f s vs %.2f s", med[ns], med[p]), med[ns] <= med[p])
       if (med[b] != "")
         row("#2", "barge pull peak RSS <= 16 MiB", sprintf("%.1f MiB", rss[b]), rss[b] <= 16)
+      z = "barge pull (zstd)"
+      if (med[z] != "" && med[b] != "")
+        row("#9", "barge pull (zstd) <= barge pull (gzip)", sprintf("%.2f s vs %.2f s", med[z], med[b]), med[z] <= med[b])
+      if (med[z] != "")
+        row("#9", "barge pull (zstd) peak RSS <= 16 MiB", sprintf("%.1f MiB", rss[z]), rss[z] <= 16)
       if (med[ovh] != "" && med[b] != "")
         row("#3", "pull -g adds <= the plain pull time", sprintf("+%.2f s vs %.2f s", med[ovh], med[b]), med[ovh] <= med[b])
       if (med[n0] != "")
@@ -587,6 +624,8 @@ MD=$OUT/results.md
   echo "Image \`bench/debian:bookworm\`: ${#LAYERS[@]} layers (debootstrap minbase bookworm, additions, deletions),"
   echo "$(mib "$compressed") MiB compressed, $(mib "$uncompressed") MiB uncompressed, from a local registry on"
   echo "127.0.0.1 over plain HTTP; every pull into a fresh $SCRATCH filesystem; medians of $RUNS runs."
+  echo "The zstd row pulls the same image recompressed by \`skopeo copy --dest-compress-format zstd\`"
+  echo "($(mib "$zcompressed") MiB of zstd layers)."
   echo "Commits and repacks run on the tree just pulled (barge pull -g) or unpacked (umoci unpack); the"
   echo "small change is one new file and one chmod. The pushed image is that tree plus a $PUSH_MIB MiB file of"
   echo "random bytes, committed by barge (a $PUSH_MIB MiB gzip layer on top of the $(mib "$compressed") MiB of the base)."

@@ -104,6 +104,8 @@ pub struct Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    /// `tar+zstd`, zstd:chunked included (same media type, annotations added).
+    Zstd,
     None,
 }
 
@@ -363,11 +365,7 @@ pub fn layer_compression(media_type: &str) -> Result<Compression> {
             Ok(Compression::Gzip)
         }
         OCI_LAYER_TAR | OCI_LAYER_ND_TAR | DOCKER_LAYER_TAR => Ok(Compression::None),
-        OCI_LAYER_ZSTD | OCI_LAYER_ND_ZSTD => {
-            Err(Error::new("zstd-compressed layers are not supported yet").hint(
-                "pull a variant of the image built with gzip layers, or recompress it (e.g. `skopeo copy --dest-compress-format gzip`)",
-            ))
-        }
+        OCI_LAYER_ZSTD | OCI_LAYER_ND_ZSTD => Ok(Compression::Zstd),
         other => Err(Error::new(format!(
             "layer media type {other:?} is not supported"
         ))),
@@ -822,6 +820,16 @@ mod tests {
     }
 
     #[test]
+    fn zstd_manifests_parse() {
+        let body = manifest_json(None, &[OCI_LAYER_ZSTD, OCI_LAYER_GZIP]);
+        let m = as_manifest(parse_manifest(body.as_bytes(), None).unwrap());
+        assert_eq!(
+            layer_compression(&m.layers[0].media_type).unwrap(),
+            Compression::Zstd
+        );
+    }
+
+    #[test]
     fn parses_an_oci_manifest() {
         let body = manifest_json(Some(OCI_MANIFEST), &[OCI_LAYER_GZIP, OCI_LAYER_TAR]);
         let m = as_manifest(parse_manifest(body.as_bytes(), None).unwrap());
@@ -921,10 +929,6 @@ mod tests {
                 "not a container image",
             ),
             (
-                manifest_json(None, &[OCI_LAYER_ZSTD]),
-                "zstd-compressed layers are not supported yet",
-            ),
-            (
                 manifest_json(None, &["application/x-foo"]),
                 "layer media type \"application/x-foo\" is not supported",
             ),
@@ -978,8 +982,7 @@ mod tests {
             assert_eq!(layer_compression(t).unwrap(), Compression::None, "{t}");
         }
         for t in [OCI_LAYER_ZSTD, OCI_LAYER_ND_ZSTD] {
-            let e = layer_compression(t).unwrap_err();
-            assert_eq!(e.message(), "zstd-compressed layers are not supported yet");
+            assert_eq!(layer_compression(t).unwrap(), Compression::Zstd, "{t}");
         }
         assert!(layer_compression(OCI_CONFIG).is_err());
     }

@@ -17,6 +17,7 @@ use crate::layer::gzip::GzipReader;
 use crate::layer::leftovers;
 use crate::layer::stage::{self, Stage};
 use crate::layer::unpack::{apply_layer_with, ContentSink, UnpackOptions, UnpackStats};
+use crate::layer::zstd::ZstdReader;
 use crate::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, Manifest, Platform};
 use crate::progress::{count, human_bytes, MeterReader, Output, Progress};
 use crate::reference::Reference;
@@ -392,6 +393,10 @@ fn pull_layer(
             let gz = GzipReader::trusting_crc(&mut compressed);
             apply_hashed(root, gz, opts, changes, sink)
         }
+        // libzstd checks the frames' checksums; the diff_id check below covers every byte.
+        Compression::Zstd => ZstdReader::new(&mut compressed)
+            .context("start the zstd decoder")
+            .and_then(|zst| apply_hashed(root, zst, opts, changes, sink)),
         Compression::None => apply_hashed(root, &mut compressed, opts, changes, sink),
     };
     // Whatever happened, read the blob to its end: a digest mismatch explains a
@@ -406,7 +411,7 @@ fn pull_layer(
     drained.context("read layer blob")?;
     let tar_digest = match compression {
         Compression::None => blob_digest,
-        Compression::Gzip => tar_digest,
+        Compression::Gzip | Compression::Zstd => tar_digest,
     };
     digest::verify("uncompressed layer (diff_id)", diff_id, &tar_digest)?;
     Ok(stats)

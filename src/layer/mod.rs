@@ -9,3 +9,4 @@ pub mod names;
 pub mod pack;
 pub mod stage;
 pub mod unpack;
+pub mod zstd;

@@ -811,8 +811,8 @@ pub fn build_truncated_gzip(l: &Layout, from: &str, to: &str) {
     });
 }
 
-/// `from` with its layers declared zstd (the blobs stay gzip: barge must refuse the
-/// media type before looking at the bytes).
+/// `from` with its layers declared zstd while the blobs stay gzip: the zstd decoder
+/// must refuse the bytes (real zstd images: tests/zstd.rs).
 pub fn build_zstd(l: &Layout, from: &str, to: &str) {
     l.derive(from, to, |_, m, _| {
         let layers: &mut Vec<JsonValue> = m["layers"].get_mut().unwrap();
