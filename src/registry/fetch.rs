@@ -74,7 +74,7 @@ pub fn small_blob(
         bail!("blob {digest} claims {size} bytes, more than the {limit} allowed for it");
     }
     let mut reader = BlobReader::open(reg, repo, digest, size)?;
-    let mut bytes = Vec::with_capacity(size as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     reader
         .read_to_end(&mut bytes)
         .with_context(|| format!("read blob {digest}"))?;
