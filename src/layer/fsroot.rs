@@ -631,6 +631,14 @@ fn fstatat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<Meta> {
     Ok(Meta::from_stat(&st))
 }
 
+/// mtime (seconds) of `path`, not following a final symlink, read through barge's own
+/// `libc` (64-bit `time_t` in the release builds). On 32-bit targets std's `Metadata`
+/// comes from musl's 32-bit-`time_t` entry points, which wrap dates past 2038.
+pub fn lstat_mtime(path: &Path) -> io::Result<i64> {
+    let c = cstring(path.as_os_str().as_encoded_bytes())?;
+    Ok(fstatat(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW)?.mtime)
+}
+
 /// `fstat` of an open file.
 pub fn fstat(fd: RawFd) -> io::Result<Meta> {
     fstatat(fd, c"", libc::AT_EMPTY_PATH)
