@@ -1,8 +1,11 @@
 # Makefile for barge: static musl release build, install, tests, demo and bench.
 #
 #   make            static x86_64-unknown-linux-musl release binary (checked to be static)
+#   make release    static, stripped binaries for x86_64, aarch64, armv7, riscv64 into dist/, with
+#                   dist/SHA256SUMS (scripts/release.sh; installs the cross tools it needs)
 #   make install    copy it to $(PREFIX)/bin (PREFIX=/usr/local; DESTDIR honoured)
-#   make test       cargo fmt --check, cargo clippy -D warnings, cargo test (the README's test command)
+#   make test       cargo fmt --check, cargo clippy -D warnings, make release, cargo test (the README's
+#                   test command; tests/foreign.rs runs the dist/ binaries under qemu-user-static)
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
 #   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
@@ -37,12 +40,14 @@ DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-
 DEB_PACKAGES += crun podman
 # The initramfs boot tests and demo: qemu (TCG) and GNU cpio; the kernel is fetched by scripts/kernel.sh.
 DEB_PACKAGES += qemu-system-x86 cpio
+# Release binaries (make release) and their tests under qemu-user.
+DEB_PACKAGES += qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross file python3-venv
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
 	&& . "$$HOME/.cargo/env"
 
-.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
+.PHONY: all build release rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -91,6 +96,10 @@ musl-gcc:
 		echo "error: $$CC_x86_64_unknown_linux_musl not found: apt-get install musl-tools (or: make deps)" >&2; \
 		exit 1; }
 
+# Release binaries for the four hosts barge runs on (see README: Release binaries).
+release: rust-toolchain c-compiler
+	bash scripts/release.sh $(RELEASE_ARCHS)
+
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/barge
 	@echo "installed $(DESTDIR)$(BINDIR)/barge"
@@ -100,6 +109,7 @@ test: rust-toolchain lint-tools deps c-compiler
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features fuzzing -- -D warnings
+	$(MAKE) release
 	$(CARGO) test
 	$(CARGO) test --features fuzzing --lib fuzzing::
 	$(CARGO) test --test push --test faults -- --ignored

@@ -14,6 +14,7 @@ use crate::error::{Context, Error, Result};
 use crate::git::{branch_index, branch_name, git_visible, History};
 use crate::layer::diff::{diff, is_root_git, read_xattrs};
 use crate::layer::entry::{Entry, EntryKind, ImagePath};
+use crate::layer::fsroot::timespec;
 use crate::status::change_line;
 use crate::store::{esc, Record, Tree, TreeEntry};
 use std::collections::{BTreeMap, BTreeSet};
@@ -424,10 +425,7 @@ fn set_xattrs(path: &Path, want: &[(String, Vec<u8>)]) -> Result<()> {
 
 fn set_mtime(path: &Path, (secs, nanos): (i64, i64)) -> Result<()> {
     let c = cpath(path)?;
-    let t = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as libc::c_long,
-    };
+    let t = timespec((secs, nanos)).with_context(|| format!("set mtime of {}", path.display()))?;
     let ts = [t, t];
     // SAFETY: c is a valid C string and ts two timespecs.
     let r = unsafe {

@@ -282,7 +282,7 @@ fn sha1_of_file(file: &File, len: u64) -> io::Result<Oid> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut at = 0u64;
     while at < len {
-        let want = buf.len().min((len - at) as usize);
+        let want = usize::try_from(len - at).map_or(buf.len(), |left| buf.len().min(left));
         let chunk = buf.get_mut(..want).unwrap_or_default();
         let n = file.read_at(chunk, at)?;
         if n == 0 {

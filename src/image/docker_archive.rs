@@ -300,9 +300,9 @@ impl ImageSource for DockerArchiveSource {
 fn uncompressed<'a>(media_type: &str, blob: Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>> {
     Ok(match layer_compression(media_type)? {
         Compression::Gzip => Box::new(GzipReader::trusting_crc(blob)),
-        Compression::Zstd => Box::new(
-            crate::layer::zstd::ZstdReader::new(blob).context("start the zstd decoder")?,
-        ),
+        Compression::Zstd => {
+            Box::new(crate::layer::zstd::ZstdReader::new(blob).context("start the zstd decoder")?)
+        }
         Compression::None => blob,
     })
 }

@@ -205,6 +205,11 @@ fn current_entry(
     let full = root.join(OsStr::from_bytes(path));
     let pstat = prev_same_kind.and_then(|p| p.stat);
     let mut e = Entry::from_stat(path, kind, m);
+    if cfg!(target_pointer_width = "32") {
+        // std's 32-bit time_t there wraps dates past 2038: ask barge's libc.
+        e.mtime = super::fsroot::lstat_mtime(&full)
+            .with_context(|| format!("lstat {}", full.display()))?;
+    }
     if let (Some(p), Some(ps)) = (prev_same_kind, pstat) {
         // What disk showed at record time stands for what the image says.
         if ps.mode == stat.mode {

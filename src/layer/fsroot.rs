@@ -44,8 +44,11 @@ impl Meta {
             uid: st.st_uid,
             gid: st.st_gid,
             size: st.st_size as u64,
-            mtime: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec,
+            // i32 on 32-bit targets built without 64-bit time_t (see `timespec`).
+            #[allow(clippy::useless_conversion)]
+            mtime: i64::from(st.st_mtime),
+            #[allow(clippy::useless_conversion)]
+            mtime_nsec: i64::from(st.st_mtime_nsec),
             ino: st.st_ino,
             dev: st.st_dev,
             #[allow(clippy::useless_conversion)]
@@ -158,9 +161,9 @@ impl Root {
     pub fn set_dir_mtime(&mut self, dir: &[u8], mtime: (i64, i64)) -> io::Result<()> {
         let at = self.dir_fd(dir)?;
         let fd = open_dir_at(at, c".")?;
-        let mut omit = timespec((0, 0));
+        let mut omit = timespec((0, 0))?;
         omit.tv_nsec = libc::UTIME_OMIT;
-        let ts = [omit, timespec(mtime)];
+        let ts = [omit, timespec(mtime)?];
         cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })?;
         Ok(())
     }
@@ -416,7 +419,7 @@ impl Root {
         mtime: (i64, i64),
         atime: (i64, i64),
     ) -> io::Result<()> {
-        let ts = [timespec(atime), timespec(mtime)];
+        let ts = [timespec(atime)?, timespec(mtime)?];
         if path.is_empty() {
             cvt(unsafe { libc::futimens(self.fd.as_raw_fd(), ts.as_ptr()) })?;
             return Ok(());
@@ -483,7 +486,7 @@ pub fn fchmod(f: &File, mode: u32) -> io::Result<()> {
 
 /// Sets access and modification times of an open file.
 pub fn futimes(f: &File, mtime: (i64, i64), atime: (i64, i64)) -> io::Result<()> {
-    let ts = [timespec(atime), timespec(mtime)];
+    let ts = [timespec(atime)?, timespec(mtime)?];
     cvt(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })?;
     Ok(())
 }
@@ -628,6 +631,14 @@ fn fstatat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<Meta> {
     Ok(Meta::from_stat(&st))
 }
 
+/// mtime (seconds) of `path`, not following a final symlink, read through barge's own
+/// `libc` (64-bit `time_t` in the release builds). On 32-bit targets std's `Metadata`
+/// comes from musl's 32-bit-`time_t` entry points, which wrap dates past 2038.
+pub fn lstat_mtime(path: &Path) -> io::Result<i64> {
+    let c = cstring(path.as_os_str().as_encoded_bytes())?;
+    Ok(fstatat(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW)?.mtime)
+}
+
 /// `fstat` of an open file.
 pub fn fstat(fd: RawFd) -> io::Result<Meta> {
     fstatat(fd, c"", libc::AT_EMPTY_PATH)
@@ -650,11 +661,23 @@ fn dup_path(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
-fn timespec((sec, nsec): (i64, i64)) -> libc::timespec {
+/// A `timespec` for (seconds, nanoseconds). Fails (InvalidInput) when the seconds do not fit
+/// `time_t`: only on a 32-bit target built with a 32-bit `time_t` (the `libc` crate's
+/// default there; `make release` builds 32-bit targets with `--cfg libc_unstable_musl_v1_2`,
+/// musl's 64-bit `time_t`), for dates outside 1901–2038. Never a silently wrong date.
+pub fn timespec((sec, nsec): (i64, i64)) -> io::Result<libc::timespec> {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    ts.tv_sec = sec as _;
+    // time_t is i64 on 64-bit targets (then this cannot fail), i32 or i64 on 32-bit ones;
+    // not named: the libc crate marks musl's time_t deprecated.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+    let secs = sec.try_into().map_err(|_| {
+        let what = format!("time {sec} does not fit this build's 32-bit time_t (dates past 2038)");
+        io::Error::new(io::ErrorKind::InvalidInput, what)
+    })?;
+    ts.tv_sec = secs;
+    // In 0..1e9: fits every c_long.
     ts.tv_nsec = nsec.clamp(0, 999_999_999) as _;
-    ts
+    Ok(ts)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {

@@ -336,9 +336,7 @@ fn apply_root_meta(target: &Path, meta: &std::fs::Metadata, mode: u32) -> Result
     }
     let mut atime: libc::timespec = unsafe { std::mem::zeroed() };
     atime.tv_nsec = libc::UTIME_OMIT;
-    let mut mtime: libc::timespec = unsafe { std::mem::zeroed() };
-    mtime.tv_sec = meta.mtime() as _;
-    mtime.tv_nsec = meta.mtime_nsec() as _;
+    let mtime = super::fsroot::timespec((meta.mtime(), meta.mtime_nsec()))?;
     let ts = [atime, mtime];
     if unsafe { libc::futimens(fd, ts.as_ptr()) } < 0 {
         return Err(std::io::Error::last_os_error().into());

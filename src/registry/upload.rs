@@ -94,7 +94,7 @@ impl<'d> Blob<'d> {
     /// What is held is forgotten (the source will have moved on).
     fn rest_from(&mut self, offset: u64) -> Result<Box<dyn Read + '_>> {
         let held = self.start + self.len as u64;
-        let from = (offset.saturating_sub(self.start)) as usize;
+        let from = usize::try_from(offset.saturating_sub(self.start)).unwrap_or(usize::MAX);
         let kept = (self.start <= offset && offset < held).then_some(from..self.len);
         (self.len, self.source_at) = (0, u64::MAX);
         match kept {
@@ -355,8 +355,8 @@ impl Upload {
             return self.put_streamed(reg, blob, location, offset, progress);
         }
         let chunk = blob.buf.len();
-        if rest <= chunk as u64 {
-            let bytes = blob.get(offset, rest as usize)?;
+        if let Some(rest) = usize::try_from(rest).ok().filter(|&r| r <= chunk) {
+            let bytes = blob.get(offset, rest)?;
             let url = commit_url(location, digest);
             let resp = self.send_body(reg, ("PUT", &url, &OCTETS), bytes, offset, progress);
             return self.on_commit(reg, resp, digest);
