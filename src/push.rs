@@ -16,7 +16,7 @@ use crate::registry::auth;
 use crate::registry::client::{Registry, TransportOptions};
 use crate::registry::fetch::BlobReader;
 use crate::registry::source::Checked;
-use crate::registry::upload::{self, Mount, Upload};
+use crate::registry::upload::{self, Mount};
 use crate::signal::Interruptible;
 use crate::store::{self, Record};
 use std::path::PathBuf;
@@ -62,8 +62,10 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     let layers = &manifest.layers;
     out.line(format!("Pushing {}:", count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(layers));
+    let mut starts = start_blobs(&mut reg, &target, &manifest, &origin, &opts.dir)?.into_iter();
     for desc in &manifest.layers {
-        let how = push_blob(&mut reg, &target, desc, &mut origin, &opts.dir, opts, &out)?;
+        let start = starts.next().flatten();
+        let how = push_blob(&mut reg, desc, start, &mut origin, opts, &out)?;
         out.layer_done(
             desc.size,
             format!(
@@ -73,7 +75,12 @@ pub fn run(opts: &PushOptions) -> Result<()> {
             ),
         );
     }
-    push_config(&mut reg, &target, &manifest.config, &record.config)?;
+    push_config(
+        &mut reg,
+        &manifest.config,
+        starts.next().flatten(),
+        &record.config,
+    )?;
     let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
     let digest = upload::put_manifest(
         &mut reg,
@@ -137,34 +144,62 @@ fn same_registry(a: &Reference, b: &Reference) -> bool {
     a.api_host() == b.api_host()
 }
 
-/// Makes sure the target has one layer blob; says how (`""`, ` (already pushed)`, …).
-fn push_blob(
+/// How each blob (the layers, then the config) starts: `None` when the target has
+/// it, else a mount or a new session. Two pipelined flights for all blobs: the
+/// HEADs, then the mounts and session POSTs.
+fn start_blobs(
     reg: &mut Registry,
     target: &Reference,
-    desc: &Descriptor,
-    origin: &mut Origin,
+    manifest: &Manifest,
+    origin: &Origin,
     dir: &std::path::Path,
+) -> Result<Vec<Option<Mount>>> {
+    let repo = &target.repository;
+    let all: Vec<&Descriptor> = manifest.layers.iter().chain([&manifest.config]).collect();
+    let digests: Vec<Digest> = all.iter().map(|d| d.digest.clone()).collect();
+    let have = upload::blob_sizes(reg, repo, &digests)?;
+    let mount_from = origin
+        .reference
+        .as_ref()
+        .filter(|src| same_registry(src, target) && src.repository != *repo)
+        .map(|src| src.repository.as_str());
+    let config = &manifest.config.digest;
+    let wants: Vec<(&Digest, Option<&str>)> = all
+        .iter()
+        .zip(&have)
+        .filter(|(_, have)| have.is_none())
+        .map(|(d, _)| {
+            let local = &d.digest == config || store::blob_path(dir, &d.digest).is_file();
+            (&d.digest, if local { None } else { mount_from })
+        })
+        .collect();
+    let mut begun = upload::begin_all(reg, repo, &wants)?.into_iter();
+    Ok(have
+        .iter()
+        .map(|h| if h.is_some() { None } else { begun.next() })
+        .collect())
+}
+
+/// Makes sure the target has one layer blob, started as `start` says (`None`:
+/// it is there); says how (`""`, ` (already pushed)`, …).
+fn push_blob(
+    reg: &mut Registry,
+    desc: &Descriptor,
+    start: Option<Mount>,
+    origin: &mut Origin,
     opts: &PushOptions,
     out: &Output,
 ) -> Result<&'static str> {
-    let repo = &target.repository;
-    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
-        return Ok(" (already pushed)");
-    }
-    let local = store::blob_path(dir, &desc.digest);
+    let session = match start {
+        None => return Ok(" (already pushed)"),
+        Some(Mount::Mounted) => return Ok(" (mounted)"),
+        Some(Mount::Session(s)) => s,
+    };
+    let local = store::blob_path(&opts.dir, &desc.digest);
     let source = if local.is_file() {
         Source::Local(local)
     } else {
         Source::Remote
-    };
-    let session = match (&source, origin.reference.as_ref()) {
-        (Source::Remote, Some(src)) if same_registry(src, target) && src.repository != *repo => {
-            match upload::mount(reg, repo, &desc.digest, &src.repository)? {
-                Mount::Mounted => return Ok(" (mounted)"),
-                Mount::Session(s) => s,
-            }
-        }
-        _ => Upload::new(reg, repo),
     };
     let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut progress = |n: u64| meter.add(n);
@@ -210,17 +245,17 @@ impl Origin {
 /// The config blob, from the record's bytes.
 fn push_config(
     reg: &mut Registry,
-    target: &Reference,
     desc: &Descriptor,
+    start: Option<Mount>,
     config: &[u8],
 ) -> Result<()> {
     crate::digest::verify("recorded config", &desc.digest, &Digest::of_bytes(config))?;
-    let repo = &target.repository;
-    if upload::blob_size(reg, repo, &desc.digest)?.is_some() {
-        return Ok(());
-    }
+    let session = match start {
+        None | Some(Mount::Mounted) => return Ok(()),
+        Some(Mount::Session(s)) => s,
+    };
     let mut data = std::io::Cursor::new(config);
-    Upload::new(reg, repo).send(
+    session.send(
         reg,
         &mut data,
         &desc.digest,
