@@ -62,10 +62,15 @@ pub fn run(opts: &PushOptions) -> Result<()> {
     let layers = &manifest.layers;
     out.line(format!("Pushing {}:", count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(layers));
-    let mut starts = start_blobs(&mut reg, &target, &manifest, &origin, &opts.dir)?.into_iter();
-    for desc in &manifest.layers {
+    let mut starts = start_blobs(&mut reg, &target, &manifest, &origin, &opts.dir)?;
+    let sent = put_small_blobs(&mut reg, &manifest, &mut starts, &record.config, &opts.dir)?;
+    let mut starts = starts.into_iter();
+    for (i, desc) in manifest.layers.iter().enumerate() {
         let start = starts.next().flatten();
-        let how = push_blob(&mut reg, desc, start, &mut origin, opts, &out)?;
+        let how = match sent[i] {
+            true => "",
+            false => push_blob(&mut reg, desc, start, &mut origin, opts, &out)?,
+        };
         out.layer_done(
             desc.size,
             format!(
@@ -75,12 +80,10 @@ pub fn run(opts: &PushOptions) -> Result<()> {
             ),
         );
     }
-    push_config(
-        &mut reg,
-        &manifest.config,
-        starts.next().flatten(),
-        &record.config,
-    )?;
+    let config_start = starts.next().flatten();
+    if !sent[manifest.layers.len()] {
+        push_config(&mut reg, &manifest.config, config_start, &record.config)?;
+    }
     let tag = target.tag.clone().unwrap_or_else(|| "latest".to_string());
     let digest = upload::put_manifest(
         &mut reg,
@@ -178,6 +181,57 @@ fn start_blobs(
         .iter()
         .map(|h| if h.is_some() { None } else { begun.next() })
         .collect())
+}
+
+/// Sends the small blobs barge holds (its own layers up to 8 MiB, the config) in
+/// one pipelined flight; says which went. The sessions of those the registry did
+/// not take stay in `starts`, to go the ordinary way.
+fn put_small_blobs(
+    reg: &mut Registry,
+    manifest: &Manifest,
+    starts: &mut [Option<Mount>],
+    config: &[u8],
+    dir: &std::path::Path,
+) -> Result<Vec<bool>> {
+    let all: Vec<&Descriptor> = manifest.layers.iter().chain([&manifest.config]).collect();
+    let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, d) in all.iter().enumerate() {
+        if !matches!(starts[i], Some(Mount::Session(_))) || d.size > upload::CHUNK as u64 {
+            continue;
+        }
+        let bytes = if i + 1 == all.len() {
+            config.to_vec()
+        } else {
+            let path = store::blob_path(dir, &d.digest);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() && m.len() == d.size => {
+                    std::fs::read(&path).with_context(|| format!("read {}", path.display()))?
+                }
+                _ => continue,
+            }
+        };
+        crate::digest::verify("local blob", &d.digest, &Digest::of_bytes(&bytes))?;
+        held.push((i, bytes));
+    }
+    let mut sent = vec![false; all.len()];
+    let mut smalls = Vec::new();
+    for (i, bytes) in &held {
+        if let Some(Mount::Session(upload)) = starts[*i].take() {
+            sent[*i] = true;
+            smalls.push(upload::Small {
+                upload,
+                digest: &all[*i].digest,
+                bytes,
+            });
+        }
+    }
+    for back in upload::put_all(reg, smalls)? {
+        if let Some(i) = (0..all.len()).find(|&i| sent[i] && all[i].digest == *back.digest) {
+            sent[i] = false;
+            starts[i] = Some(Mount::Session(back.upload));
+        }
+    }
+    Ok(sent)
 }
 
 /// Makes sure the target has one layer blob, started as `start` says (`None`:

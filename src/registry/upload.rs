@@ -253,6 +253,52 @@ fn began(
     }
 }
 
+/// A small blob ready to go up whole: its open session, digest and bytes.
+pub struct Small<'a> {
+    pub upload: Upload,
+    pub digest: &'a Digest,
+    pub bytes: &'a [u8],
+}
+
+/// Commits small blobs in one pipelined flight: a `PUT ?digest=` with the whole
+/// blob into each one's open session. Those the registry did not take (or that
+/// could not go) come back, to be sent the ordinary way ([`Upload::send`], with
+/// its recovery: a session that did commit answers 404 there, and the blob is
+/// then found by HEAD).
+pub fn put_all<'a>(reg: &mut Registry, smalls: Vec<Small<'a>>) -> Result<Vec<Small<'a>>> {
+    let (ready, mut left): (Vec<Small<'a>>, Vec<Small<'a>>) = smalls.into_iter().partition(|s| {
+        matches!(&s.upload.state, SessionState::Open { offset: 0, .. }) && s.bytes.len() <= CHUNK
+    });
+    let calls: Vec<Call<'_>> = ready
+        .iter()
+        .filter_map(|s| match &s.upload.state {
+            SessionState::Open { location, .. } => Some(Call {
+                method: "PUT",
+                path: commit_url(location, s.digest),
+                headers: OCTETS.to_vec(),
+                body: s.bytes,
+            }),
+            _ => None,
+        })
+        .collect();
+    let answers = match reg.request_many(&mut reg.budget(), &calls) {
+        Ok(a) => a,
+        Err(e) if e.kind() == Kind::Interrupted => return Err(e),
+        Err(_) => {
+            left.extend(ready);
+            return Ok(left);
+        }
+    };
+    for (small, resp) in ready.into_iter().zip(answers) {
+        let committed = matches!(resp.status, 201 | 204);
+        resp.discard()?;
+        if !committed {
+            left.push(small);
+        }
+    }
+    Ok(left)
+}
+
 /// Asks the registry to link `digest` from repository `from` (same registry).
 #[allow(dead_code)] // for one blob; pushes use `begin_all`
 pub fn mount(reg: &mut Registry, repo: &str, digest: &Digest, from: &str) -> Result<Mount> {
