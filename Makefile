@@ -5,7 +5,8 @@
 #   make test       cargo fmt --check, cargo clippy -D warnings, cargo test (the README's test command)
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
-#   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
+#   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar, then bench-wan
+#   make bench-wan  scripts/wan/bench.sh: the same peers across an emulated WAN (RTT, rate, loss)
 #   make fuzz       the fuzz harness's own tests, then each cargo-fuzz target for FUZZ_TIME seconds
 #                   (default 600; needs nightly and cargo-fuzz; fuzz/run.sh)
 #   make fuzz-smoke each fuzz target for FUZZ_SMOKE_TIME seconds (default 5): they build and run (CI)
@@ -32,13 +33,13 @@ export BARGE ?= $(BIN)
 # Debian packages for the tests (registry, image tools, TLS, auth, runtime), the demo and the bench.
 DEB_PACKAGES := docker-registry skopeo umoci git busybox-static openssl apache2-utils runc \
 	musl-tools ca-certificates curl pigz jq debootstrap time e2fsprogs \
-	golang-docker-credential-helpers pass build-essential
+	golang-docker-credential-helpers pass build-essential iproute2 python3
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
 	&& . "$$HOME/.cargo/env"
 
-.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
+.PHONY: all build rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench bench-wan fuzz fuzz-smoke clean
 
 all: build
 
@@ -118,6 +119,11 @@ demo: rust-toolchain
 
 bench:
 	bash scripts/bench.sh
+	$(MAKE) bench-wan
+
+# barge against curl|pigz|tar, skopeo(+umoci) across an emulated WAN (scripts/wan/, README: WAN).
+bench-wan:
+	bash scripts/wan/bench.sh
 
 FUZZ_TIME ?= 600
 FUZZ_SMOKE_TIME ?= 5

@@ -112,7 +112,7 @@ regs() {
   done
   for port in 5000 5001; do
     for _ in {1..100}; do
-      ip netns exec $CLI curl -fsS -o /dev/null --max-time 2 "http://10.78.0.2:$port/v2/" && continue 2
+      ip netns exec $CLI curl -fs -o /dev/null --max-time 2 "http://10.78.0.2:$port/v2/" && continue 2
       sleep 0.2
     done
     tail -5 "$W/registry-$port.log" >&2

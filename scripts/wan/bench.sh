@@ -91,7 +91,7 @@ measure() {
   local slice requests conns
   slice=$( (tail -c +$((o0 + 1)) "$W/registry-5000.log"; tail -c +$((o1 + 1)) "$W/registry-5001.log"))
   requests=$(grep -c '^10\.78\.0\.1 - - \[' <<<"$slice" || true)
-  conns=$(grep -o 'remoteaddr="10\.78\.0\.1:[0-9]*"' <<<"$slice" | sort -u | wc -l)
+  conns=$( (grep -o 'remoteaddr="10\.78\.0\.1:[0-9]*"' <<<"$slice" || true) | sort -u | wc -l)
   local wall; wall=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$step" "$tool" "$run" "$wall" \
     "$(tail -1 "$W/time")" "$requests" "$conns" "$rc" >>"$TSV"
