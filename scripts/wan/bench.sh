@@ -9,7 +9,7 @@
 # Every output goes to a fresh loop-mounted ext4 made outside the timed region.
 # Writes target/bench/wan.tsv (every run) and target/bench/wan.md (medians), and prints the table.
 #
-# Environment: WAN_RUNS (3), WAN_PROFILES (all; e.g. "c-bbr d-reno"), BENCH_CACHE (the OCI layout
+# Environment: WAN_RUNS (3), WAN_PROFILES (all; e.g. "c-bbr d-reno"), WAN_STEPS ("pull push"), BENCH_CACHE (the OCI layout
 # `make bench` builds: $BENCH_CACHE/oci, tag bookworm), BARGE (the musl release binary), WAN_DIR
 # (/tmp/barge-wan). Run as root.
 set -euo pipefail
@@ -18,6 +18,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 W=${WAN_DIR:-/tmp/barge-wan}
 export WAN_DIR=$W
 RUNS=${WAN_RUNS:-3}
+STEPS=${WAN_STEPS:-pull push}
 CACHE=${BENCH_CACHE:-/var/cache/barge-bench}
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 BARGE=${BARGE:-$target_dir/x86_64-unknown-linux-musl/release/barge}
@@ -118,9 +119,11 @@ push_steps() { # PROFILE: untimed pulls of the bases, then RUNS timed pushes
   ip netns exec bwcli "$BARGE" pull -q -g --insecure $REG "$REG/$IMAGE" -r "$MNT/D"
   ip netns exec bwcli "$BARGE" pull -q -g --insecure $REG2 "$REG2/$IMAGE" -r "$MNT/D2"
   for r in $(seq 1 "$RUNS"); do
-    echo "$p $stamp $r" >"$MNT/D/wan-bench-$r"
-    "$BARGE" commit -q -r "$MNT/D" -m "wan bench $r"
-    measure "$p" "push small" barge "$r" "$BARGE" push -q --insecure $REG "$REG/wan/s-$p-$stamp-$r:1" -r "$MNT/D"
+    # a copy of the pulled base for each run: every push has exactly one new layer
+    rm -rf "$MNT/Dr"; cp -a "$MNT/D" "$MNT/Dr"
+    echo "$p $stamp $r" >"$MNT/Dr/wan-bench"
+    "$BARGE" commit -q -r "$MNT/Dr" -m "wan bench $r"
+    measure "$p" "push small" barge "$r" "$BARGE" push -q --insecure $REG "$REG/wan/s-$p-$stamp-$r:1" -r "$MNT/Dr"
     measure "$p" "push cross" barge "$r" "$BARGE" push -q --insecure $REG --insecure $REG2 \
       "$REG/wan/xb-$p-$stamp-$r:1" -r "$MNT/D2"
     measure "$p" "push cross" "skopeo copy" "$r" "$W/skopeo.sh" copy -q --src-tls-verify=false \
@@ -138,8 +141,8 @@ for p in "${WANT[@]}"; do
   log "profile $p: RTT ${rtt} ms, ${mbit} Mbit/s (0: unlimited), loss ${loss} ppm, $cc"
   $BED link "$rtt" "$mbit" "$loss"
   $BED cc "$cc"
-  for r in $(seq 1 "$RUNS"); do pull_step "$p" "$r"; done
-  push_steps "$p"
+  if [[ " $STEPS " == *" pull "* ]]; then for r in $(seq 1 "$RUNS"); do pull_step "$p" "$r"; done; fi
+  if [[ " $STEPS " == *" push "* ]]; then push_steps "$p"; fi
 done
 
 python3 "$HERE/table.py" "$TSV" >"$OUT/wan.md"
