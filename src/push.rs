@@ -183,7 +183,11 @@ fn start_blobs(
         .collect())
 }
 
-/// Sends the small blobs barge holds (its own layers up to 8 MiB, the config) in
+/// Blobs up to this size go up together in one flight, without a meter of their own
+/// (larger ones get one while they upload).
+const BATCHED: u64 = 64 << 10;
+
+/// Sends the small blobs barge holds (its own layers up to 64 KiB, the config) in
 /// one pipelined flight; says which went. The sessions of those the registry did
 /// not take stay in `starts`, to go the ordinary way.
 fn put_small_blobs(
@@ -196,7 +200,7 @@ fn put_small_blobs(
     let all: Vec<&Descriptor> = manifest.layers.iter().chain([&manifest.config]).collect();
     let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, d) in all.iter().enumerate() {
-        if !matches!(starts[i], Some(Mount::Session(_))) || d.size > upload::CHUNK as u64 {
+        if !matches!(starts[i], Some(Mount::Session(_))) || d.size > BATCHED {
             continue;
         }
         let bytes = if i + 1 == all.len() {

@@ -82,7 +82,7 @@ fn small_push_onto_a_mounted_base_takes_four_round_trips() {
     assert_eq!(proxy.connections() - conns, 1, "connections of the push");
     assert_eq!(
         proxy.flights() - flights,
-        5,
+        4,
         "round trips of the push: {log:?}"
     );
     assert_eq!(log.len(), 9, "requests of the push: {log:?}");
