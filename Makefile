@@ -8,7 +8,8 @@
 #                   test command; tests/foreign.rs runs the dist/ binaries under qemu-user-static)
 #   make deps       apt-get install the Debian packages tests, demo and bench use (only missing ones)
 #   make demo       scripts/demo.sh: local registry, push busybox, barge pull it
-#   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar
+#   make bench      scripts/bench.sh: timings against skopeo+umoci and curl|gzip|tar, then bench-wan
+#   make bench-wan  scripts/wan/bench.sh: the same peers across an emulated WAN (RTT, rate, loss)
 #   make fuzz       the fuzz harness's own tests, then each cargo-fuzz target for FUZZ_TIME seconds
 #                   (default 600; needs nightly and cargo-fuzz; fuzz/run.sh)
 #   make fuzz-smoke each fuzz target for FUZZ_SMOKE_TIME seconds (default 5): they build and run (CI)
@@ -42,12 +43,14 @@ DEB_PACKAGES += crun podman
 DEB_PACKAGES += qemu-system-x86 cpio
 # Release binaries (make release) and their tests under qemu-user.
 DEB_PACKAGES += qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross file python3-venv
+# The WAN bench (make bench-wan): network namespaces and its table script.
+DEB_PACKAGES += iproute2 python3
 
 # What to run when the Rust toolchain is missing (printed by the checks below).
 RUSTUP_INSTALL := curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy,rustfmt \
 	&& . "$$HOME/.cargo/env"
 
-.PHONY: all build release rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench fuzz fuzz-smoke clean
+.PHONY: all build release rust-toolchain lint-tools c-compiler musl-target musl-gcc install test deps demo bench bench-wan fuzz fuzz-smoke clean
 
 all: build
 
@@ -132,6 +135,11 @@ demo: rust-toolchain
 
 bench:
 	bash scripts/bench.sh
+	$(MAKE) bench-wan
+
+# barge against curl|pigz|tar, skopeo(+umoci) across an emulated WAN (scripts/wan/, README: WAN).
+bench-wan:
+	bash scripts/wan/bench.sh
 
 FUZZ_TIME ?= 600
 FUZZ_SMOKE_TIME ?= 5

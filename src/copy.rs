@@ -11,7 +11,6 @@ use crate::error::{Context, Result};
 use crate::image::transport::Transport;
 use crate::image::{
     open_dest, open_source, ImageDest, ImageSource, ManifestRole, OpenOptions, RawManifest,
-    RegistryOrigin,
 };
 use crate::json;
 use crate::manifest::{self, Descriptor, Fetched, Platform};
@@ -162,14 +161,15 @@ fn copy_image(
             all.len()
         );
     }
-    let origin = src.registry_origin();
+    let how = start_blobs(src, dst, &all, &missing, words)?;
     out.line(format!("{} {}:", words.verb, count(layers.len(), "layer")));
     out.start(layers.len(), manifest::total_size(&layers));
-    for (desc, lacks) in layers.iter().zip(&missing[1..]) {
-        let how = match lacks {
-            true => copy_blob(src, dst, desc, origin.as_ref(), out)
-                .with_context(|| format!("blob {}", desc.digest))?,
-            false => words.present,
+    for (desc, how) in layers.iter().zip(&how[1..]) {
+        let how = match how {
+            Some(how) => how,
+            None => {
+                copy_blob(src, dst, desc, out).with_context(|| format!("blob {}", desc.digest))?
+            }
         };
         let size = human_bytes(desc.size);
         out.layer_done(
@@ -177,27 +177,64 @@ fn copy_image(
             format!("\t{} ({size}) ... done{how}", desc.digest),
         );
     }
-    // The config last, as a push always did (then the manifest).
-    if missing[0] {
+    if how[0].is_none() {
         let quiet = Output::new(Progress::Quiet);
-        copy_blob(src, dst, &all[0], origin.as_ref(), &quiet).context("image config")?;
+        copy_blob(src, dst, &all[0], &quiet).context("image config")?;
     }
     dst.put_manifest(raw, role)
 }
 
-/// One blob: mounted on the same registry if it can be, else streamed.
+/// Blobs up to this size go to the destination together, in one flight where it can,
+/// without a meter of their own (larger ones get one while they stream).
+const BATCHED: u64 = 64 << 10;
+
+/// What can be settled for all blobs at once, in a few flights rather than a round trip
+/// each: mounts and upload sessions for those the destination lacks, then the small ones
+/// sent together. Says, per blob, how it got there (`None`: still to stream).
+fn start_blobs(
+    src: &mut dyn ImageSource,
+    dst: &mut dyn ImageDest,
+    all: &[Descriptor],
+    missing: &[bool],
+    words: &Words,
+) -> Result<Vec<Option<&'static str>>> {
+    let lacking: Vec<Descriptor> = all
+        .iter()
+        .zip(missing)
+        .filter(|(_, m)| **m)
+        .map(|(d, _)| d.clone())
+        .collect();
+    let origin = src.registry_origin();
+    let mut mounted = dst.begin(&lacking, origin.as_ref())?.into_iter();
+    let mut how: Vec<Option<&'static str>> = missing
+        .iter()
+        .map(|m| match m {
+            false => Some(words.present),
+            true => mounted.next().unwrap_or(false).then_some(" (mounted)"),
+        })
+        .collect();
+    let mut small = Vec::new();
+    for (i, desc) in all.iter().enumerate() {
+        if how[i].is_none() && desc.size <= BATCHED {
+            let bytes = crate::image::read_small_blob(src, desc, BATCHED)
+                .with_context(|| format!("blob {}", desc.digest))?;
+            small.push((desc.clone(), bytes));
+            how[i] = Some("");
+        }
+    }
+    if !small.is_empty() {
+        dst.put_small(&small)?;
+    }
+    Ok(how)
+}
+
+/// One blob, streamed source → destination (its upload was readied by `start_blobs`).
 fn copy_blob(
     src: &mut dyn ImageSource,
     dst: &mut dyn ImageDest,
     desc: &Descriptor,
-    origin: Option<&RegistryOrigin>,
     out: &Output,
 ) -> Result<&'static str> {
-    if let Some(o) = origin {
-        if dst.mount(desc, o)? {
-            return Ok(" (mounted)");
-        }
-    }
     let mut meter = out.meter(&meter_label(&desc.digest), Some(desc.size));
     let mut blob = src.blob(desc)?;
     dst.put_blob(desc, &mut *blob, &mut |n| meter.add(n))?;

@@ -40,11 +40,26 @@ pub(crate) struct BodyReader {
     reusable: bool,
     /// Bytes delivered so far (for messages).
     delivered: u64,
+    /// Keep the connection at the end instead of pooling it (pipelining: the
+    /// next response is already on its way on it).
+    hold: bool,
+    /// A body read into memory beforehand (a pipelined response); no connection.
+    mem: Option<io::Cursor<Vec<u8>>>,
 }
 
 impl BodyReader {
     /// A reader for a body framed as `framing` on `conn`.
     pub fn new(framing: Framing, conn: Conn, pool: Pool, keep_alive: bool) -> BodyReader {
+        BodyReader::build(framing, conn, pool, keep_alive, false)
+    }
+
+    /// Like [`BodyReader::new`], but the connection stays with the reader at the
+    /// end ([`BodyReader::into_conn`]) instead of going to the pool.
+    pub fn held(framing: Framing, conn: Conn, keep_alive: bool) -> BodyReader {
+        BodyReader::build(framing, conn, Pool::default(), keep_alive, true)
+    }
+
+    fn build(framing: Framing, conn: Conn, pool: Pool, keep_alive: bool, hold: bool) -> BodyReader {
         let state = match framing {
             Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length {
@@ -60,6 +75,8 @@ impl BodyReader {
             pool,
             reusable: keep_alive && framing != Framing::Close,
             delivered: 0,
+            hold,
+            mem: None,
         };
         if reader.state == State::Done {
             reader.finish();
@@ -67,14 +84,44 @@ impl BodyReader {
         reader
     }
 
+    /// A body already read into memory.
+    pub fn memory(bytes: Vec<u8>) -> BodyReader {
+        BodyReader {
+            state: State::Done,
+            conn: None,
+            pool: Pool::default(),
+            reusable: false,
+            delivered: 0,
+            hold: false,
+            mem: Some(io::Cursor::new(bytes)),
+        }
+    }
+
+    /// The connection of a held body read to its end, if it can carry another request.
+    pub fn into_conn(mut self) -> Option<Conn> {
+        (self.state == State::Done && self.reusable)
+            .then(|| self.conn.take())
+            .flatten()
+    }
+
     /// True once the whole body has been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+            && self
+                .mem
+                .as_ref()
+                .map_or(true, |m| m.position() >= m.get_ref().len() as u64)
     }
 
     /// Marks the body complete and gives the connection back if it can carry another request.
     fn finish(&mut self) {
         self.state = State::Done;
+        if self.hold {
+            if !self.reusable {
+                self.conn = None;
+            }
+            return;
+        }
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.io.buffer().is_empty() {
                 self.pool.put(conn);
@@ -86,6 +133,9 @@ impl BodyReader {
     fn read_body(&mut self, buf: &mut [u8]) -> Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(m) = &mut self.mem {
+            return Ok(m.read(buf)?);
         }
         loop {
             match self.state {

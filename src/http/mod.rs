@@ -19,6 +19,7 @@ mod conn;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod pace;
+mod pipeline;
 mod proxy;
 mod request;
 mod response;

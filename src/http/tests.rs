@@ -1026,3 +1026,91 @@ fn slow_answer_on_a_reused_connection_is_not_retried_as_stale() {
     );
     server.join().unwrap();
 }
+
+// ------------------------------------------------------------------ pipelining
+
+/// GET requests for `urls`, for [`Client::send_all`].
+fn gets(urls: &[Url]) -> Vec<Request<'_>> {
+    urls.iter()
+        .map(|url| Request {
+            method: "GET",
+            url,
+            headers: vec![],
+            body: Body::Empty,
+            deadline: None,
+        })
+        .collect()
+}
+
+fn urls(base: &str, paths: &[&str]) -> Vec<Url> {
+    paths
+        .iter()
+        .map(|p| Url::parse(&format!("{base}{p}")).unwrap())
+        .collect()
+}
+
+/// Reads `n` requests from a connection before answering any, then sends `answers`.
+fn read_then_answer(stream: TcpStream, n: usize, answers: &[u8]) -> Vec<String> {
+    let mut r = BufReader::new(stream);
+    let heads: Vec<String> = (0..n)
+        .map_while(|_| read_request(&mut r).map(|(h, _)| h))
+        .collect();
+    r.get_mut().write_all(answers).unwrap();
+    heads
+}
+
+#[test]
+fn pipelined_requests_go_in_one_flight_and_answers_come_back_in_order() {
+    let (base, server) = serve(|l| {
+        let (stream, _) = l.accept().unwrap();
+        // All three requests arrive before the first answer leaves: one flight.
+        let heads = read_then_answer(
+            stream,
+            3,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na\
+              HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nbb\r\n0\r\n\r\n\
+              HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        );
+        (heads, has_pending(&l))
+    });
+    let mut c = client(vec![]);
+    let u = urls(&base, &["/1", "/2", "/3"]);
+    let mut answers = c.send_all(&gets(&u)).unwrap();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 404, 201]);
+    assert_eq!(answers[0].read_limited(10).unwrap(), b"a");
+    assert_eq!(answers[1].read_limited(10).unwrap(), b"bb");
+    let (heads, second_connection) = server.join().unwrap();
+    assert_eq!(heads.len(), 3);
+    assert!(heads[2].starts_with("GET /3 "), "{}", heads[2]);
+    assert!(!second_connection, "a second connection was opened");
+}
+
+#[test]
+fn pipelined_requests_left_unanswered_by_a_closing_server_go_again() {
+    let (base, server) = serve(|l| {
+        let (first, _) = l.accept().unwrap();
+        // Answers the first request, then closes: the other two are lost.
+        let lost = read_then_answer(first, 3, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na");
+        let (second, _) = l.accept().unwrap();
+        let again = read_then_answer(
+            second,
+            2,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb\
+              HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+        );
+        (lost.len(), again)
+    });
+    let mut c = client(vec![]);
+    let u = urls(&base, &["/1", "/2", "/3"]);
+    let answers = c.send_all(&gets(&u)).unwrap();
+    let bodies: Vec<Vec<u8>> = answers
+        .into_iter()
+        .map(|mut r| r.read_limited(10).unwrap())
+        .collect();
+    assert_eq!(bodies, [b"a", b"b", b"c"]);
+    let (first, again) = server.join().unwrap();
+    assert_eq!(first, 3);
+    assert_eq!(again.len(), 2);
+    assert!(again[0].starts_with("GET /2 ") && again[1].starts_with("GET /3 "));
+}

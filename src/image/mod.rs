@@ -78,6 +78,25 @@ pub trait ImageDest {
     fn mount(&mut self, _desc: &Descriptor, _origin: &RegistryOrigin) -> Result<bool> {
         Ok(false)
     }
+    /// Prepares to receive blobs it lacks, in one flight where it can: mounts those
+    /// `origin` has (`true`: nothing more to send), and readies the others' uploads.
+    fn begin(
+        &mut self,
+        blobs: &[Descriptor],
+        origin: Option<&RegistryOrigin>,
+    ) -> Result<Vec<bool>> {
+        blobs
+            .iter()
+            .map(|d| origin.map_or(Ok(false), |o| self.mount(d, o)))
+            .collect()
+    }
+    /// Stores small blobs already in memory and digest-checked, in one flight where it can.
+    fn put_small(&mut self, blobs: &[(Descriptor, Vec<u8>)]) -> Result<()> {
+        for (desc, bytes) in blobs {
+            self.put_blob(desc, &mut std::io::Cursor::new(&bytes[..]), &mut |_| {})?;
+        }
+        Ok(())
+    }
     /// Stores a blob read from `src`, verifying digest and size on the way;
     /// `progress` is told each number of bytes written.
     fn put_blob(

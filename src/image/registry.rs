@@ -157,8 +157,8 @@ pub fn origin_of(reference: &Reference) -> RegistryOrigin {
 pub struct RegistryDest {
     reg: Registry,
     reference: Reference,
-    /// The upload session a refused mount opened, kept for that blob's upload.
-    pending: Option<(Digest, Upload)>,
+    /// Upload sessions `begin` opened (or a refused mount did), by blob.
+    pending: Vec<(Digest, Upload)>,
 }
 
 impl RegistryDest {
@@ -177,8 +177,16 @@ impl RegistryDest {
         Ok(RegistryDest {
             reg: Registry::new(reference, creds, transport, scopes)?,
             reference: reference.clone(),
-            pending: None,
+            pending: Vec::new(),
         })
+    }
+}
+
+impl RegistryDest {
+    /// The session `begin` opened for this blob, if any.
+    fn take_pending(&mut self, digest: &Digest) -> Option<Upload> {
+        let i = self.pending.iter().position(|(d, _)| d == digest)?;
+        Some(self.pending.swap_remove(i).1)
     }
 }
 
@@ -192,26 +200,66 @@ impl ImageDest for RegistryDest {
         self.reference.to_string()
     }
 
+    /// All HEADs in one pipelined flight.
     fn missing(&mut self, blobs: &[Descriptor]) -> Result<Vec<bool>> {
-        let repo = &self.reference.repository;
-        blobs
-            .iter()
-            .map(|d| Ok(upload::blob_size(&mut self.reg, repo, &d.digest)?.is_none()))
-            .collect()
+        let digests: Vec<Digest> = blobs.iter().map(|d| d.digest.clone()).collect();
+        let sizes = upload::blob_sizes(&mut self.reg, &self.reference.repository, &digests)?;
+        Ok(sizes.iter().map(Option::is_none).collect())
     }
 
     fn mount(&mut self, desc: &Descriptor, origin: &RegistryOrigin) -> Result<bool> {
-        if !can_mount(&self.reference, origin) {
-            return Ok(false);
-        }
-        let repo = &self.reference.repository;
-        match upload::mount(&mut self.reg, repo, &desc.digest, &origin.repository)? {
-            Mount::Mounted => Ok(true),
-            Mount::Session(s) => {
-                self.pending = Some((desc.digest.clone(), s));
-                Ok(false)
+        Ok(self.begin(std::slice::from_ref(desc), Some(origin))?[0])
+    }
+
+    /// All mounts and session POSTs in one pipelined flight.
+    fn begin(
+        &mut self,
+        blobs: &[Descriptor],
+        origin: Option<&RegistryOrigin>,
+    ) -> Result<Vec<bool>> {
+        let from = origin
+            .filter(|o| can_mount(&self.reference, o))
+            .map(|o| o.repository.as_str());
+        let wants: Vec<(&Digest, Option<&str>)> = blobs.iter().map(|d| (&d.digest, from)).collect();
+        let begun = upload::begin_all(&mut self.reg, &self.reference.repository, &wants)?;
+        let mut mounted = Vec::with_capacity(blobs.len());
+        for (desc, start) in blobs.iter().zip(begun) {
+            match start {
+                Mount::Mounted => mounted.push(true),
+                Mount::Session(s) => {
+                    self.pending.push((desc.digest.clone(), s));
+                    mounted.push(false);
+                }
             }
         }
+        Ok(mounted)
+    }
+
+    /// The PUTs of all small blobs whose sessions are open, in one pipelined flight;
+    /// those the registry did not take go the ordinary way.
+    fn put_small(&mut self, blobs: &[(Descriptor, Vec<u8>)]) -> Result<()> {
+        let mut smalls = Vec::new();
+        let mut others = Vec::new();
+        for (desc, bytes) in blobs {
+            match self.take_pending(&desc.digest) {
+                Some(upload) => smalls.push(upload::Small {
+                    upload,
+                    digest: &desc.digest,
+                    bytes,
+                }),
+                None => others.push((desc, bytes)),
+            }
+        }
+        for back in upload::put_all(&mut self.reg, smalls)? {
+            self.pending.push((back.digest.clone(), back.upload));
+            if let Some(b) = blobs.iter().find(|(d, _)| d.digest == *back.digest) {
+                others.push((&b.0, &b.1));
+            }
+        }
+        for (desc, bytes) in others {
+            self.put_blob(desc, &mut std::io::Cursor::new(&bytes[..]), &mut |_| {})?;
+        }
+        Ok(())
     }
 
     fn put_blob(
@@ -220,9 +268,9 @@ impl ImageDest for RegistryDest {
         src: &mut dyn BlobSource,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let session = match self.pending.take() {
-            Some((d, s)) if d == desc.digest => s,
-            _ => Upload::new(&self.reg, &self.reference.repository),
+        let session = match self.take_pending(&desc.digest) {
+            Some(s) => s,
+            None => Upload::new(&self.reg, &self.reference.repository),
         };
         let mut checked = Checked::new(src);
         session.send(

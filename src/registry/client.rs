@@ -1,8 +1,12 @@
-//! The registry conversation as explicit states: ping `/v2/`, answer the 401
-//! challenge (Basic, or Bearer via a token from the realm), then requests with
+//! The registry conversation as explicit states: the first real request (or a
+//! `/v2/` ping, when that request's body cannot be sent twice) brings the 401
+//! challenge (Basic, or Bearer via a token from the realm), then requests carry
 //! that authorization; redirects followed by hand (credentials never leave the
 //! registry's origin), transient failures retried with backoff within the
-//! logical transfer's [`Budget`].
+//! logical transfer's [`Budget`]. Loopback and `--insecure` registries are
+//! spoken to in plain HTTP from the first byte (HTTPS only when the server
+//! answers plain HTTP with 400, as TLS servers do); small requests that may be
+//! sent twice go out pipelined in one flight ([`Registry::request_many`]).
 
 use crate::error::{Context, Error, Kind, Result};
 use crate::http::{Body, Client, LowSpeed, Options, Request, Response, Url};
@@ -25,6 +29,16 @@ pub struct TransportOptions {
     /// `--mirror`: tried first when reading an image (pull, copy's source, inspect);
     /// never used to push (see `registry::mirrors`).
     pub mirrors: Vec<String>,
+}
+
+/// One request of a pipelined flight ([`Registry::request_many`]).
+pub struct Call<'a> {
+    pub method: &'a str,
+    /// Path (and query) on the registry, e.g. `/v2/REPO/blobs/DIGEST`.
+    pub path: String,
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// A small body sent with the head (empty: none).
+    pub body: &'a [u8],
 }
 
 /// Where the authorization conversation stands.
@@ -53,8 +67,8 @@ pub struct Registry {
     scopes: Vec<String>,
     state: AuthState,
     low_speed: LowSpeed,
-    /// Loopback and `--insecure` registries: HTTPS is tried first, and plain
-    /// HTTP used when the server does not speak TLS (as Docker does).
+    /// Loopback and `--insecure` registries, until the scheme is settled: plain
+    /// HTTP is used first, HTTPS when the server answers plain HTTP with 400.
     may_fall_back: bool,
 }
 
@@ -83,7 +97,8 @@ impl Registry {
         scopes: Vec<String>,
     ) -> Result<Registry> {
         let may_fall_back = plain_http(host, &transport.insecure);
-        let base = Url::parse(&format!("https://{host}/"))?;
+        let scheme = if may_fall_back { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{host}/"))?;
         let opts = Options {
             extra_ca_files: transport.ca_files.clone(),
             connect_timeout: Duration::from_secs(30),
@@ -115,14 +130,15 @@ impl Registry {
     /// Pings `/v2/` and settles how to authenticate.
     fn ping(&mut self, budget: &mut Budget) -> Result<()> {
         let url = self.base.join("/v2/")?;
-        let resp = match self.send_retrying(budget, MAX_ATTEMPTS, "GET", &url, &[], &[], true) {
-            Err(e) if e.kind() == Kind::NotTls && self.may_fall_back => {
-                self.base = Url::parse(&format!("http://{}/", self.name))?;
-                self.may_fall_back = false;
-                return self.ping(budget);
-            }
-            r => r.with_context(|| format!("contact registry {}", self.name))?,
-        };
+        let resp = self
+            .send_retrying(budget, MAX_ATTEMPTS, "GET", &url, &[], &[], true)
+            .with_context(|| format!("contact registry {}", self.name))?;
+        if self.tls_instead(&resp) {
+            resp.discard()?;
+            self.use_tls()?;
+            return self.ping(budget);
+        }
+        self.may_fall_back = false;
         match resp.status {
             200..=299 => {
                 resp.discard()?;
@@ -136,6 +152,188 @@ impl Registry {
             ))
             .hint("check the registry host name")),
             s => Err(self.status_error(resp, &format!("ping {}", self.name), s)),
+        }
+    }
+
+    /// A 400 to the first plain-HTTP request of a loopback or `--insecure`
+    /// registry: the server speaks TLS (Go's and nginx's TLS servers answer so).
+    fn tls_instead(&self, resp: &Response) -> bool {
+        self.may_fall_back && resp.status == 400
+    }
+
+    /// From now on HTTPS (a server that answered plain HTTP with 400).
+    fn use_tls(&mut self) -> Result<()> {
+        self.base = Url::parse(&format!("https://{}/", self.name))?;
+        self.may_fall_back = false;
+        Ok(())
+    }
+
+    /// The first request to the registry, sent without authorization: its 401
+    /// carries the challenge (no `/v2/` ping first); any other answer means the
+    /// registry lets us in anonymously, for now.
+    fn first_request(
+        &mut self,
+        budget: &mut Budget,
+        tries: u32,
+        call: &Call<'_>,
+    ) -> Result<Response> {
+        let url = self.base.join(&call.path)?;
+        let resp = self
+            .send_authorized(budget, tries, call.method, &url, &call.headers, call.body)
+            .with_context(|| format!("contact registry {}", self.name))?;
+        if self.tls_instead(&resp) {
+            resp.discard()?;
+            self.use_tls()?;
+            return self.request_in(
+                budget,
+                tries,
+                call.method,
+                &call.path,
+                &call.headers,
+                call.body,
+            );
+        }
+        self.may_fall_back = false;
+        if resp.status != 401 {
+            self.state = AuthState::Anonymous;
+            return Ok(resp);
+        }
+        self.answer_challenge(budget, resp)?;
+        self.request_in(
+            budget,
+            tries,
+            call.method,
+            &call.path,
+            &call.headers,
+            call.body,
+        )
+    }
+
+    /// Sends small requests that may be sent twice (HEAD, GET, POST without a
+    /// body) pipelined on one connection and returns the answers in order, bodies
+    /// in memory. Answers that need more (a challenge, a redirect, a retry) are
+    /// settled and those requests sent once more in one flight; what is still
+    /// unsettled then goes one at a time the ordinary way ([`Registry::request_in`]).
+    pub fn request_many(
+        &mut self,
+        budget: &mut Budget,
+        calls: &[Call<'_>],
+    ) -> Result<Vec<Response>> {
+        let mut out: Vec<Option<Response>> = calls.iter().map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..calls.len()).collect();
+        for _round in 0..2 {
+            if todo.is_empty() {
+                break;
+            }
+            let batch: Vec<&Call<'_>> = todo.iter().map(|&i| &calls[i]).collect();
+            let answers = match self.pipelined(budget, &batch) {
+                Ok(a) => a,
+                Err(e) if e.kind() == Kind::Interrupted => return Err(e),
+                Err(_) => break, // one at a time below, each retried within the budget
+            };
+            todo = self.sort_answers(budget, &todo, answers, &mut out)?;
+        }
+        for i in todo {
+            let c = &calls[i];
+            out[i] = Some(self.request_in(
+                budget,
+                MAX_ATTEMPTS,
+                c.method,
+                &c.path,
+                &c.headers,
+                c.body,
+            )?);
+        }
+        out.into_iter()
+            .map(|r| {
+                r.ok_or_else(|| Error::new("internal error: a pipelined request got no answer"))
+            })
+            .collect()
+    }
+
+    /// One flight of `calls` with the authorization held now.
+    fn pipelined(&mut self, budget: &mut Budget, calls: &[&Call<'_>]) -> Result<Vec<Response>> {
+        crate::signal::check()?;
+        budget.attempt();
+        let urls = calls
+            .iter()
+            .map(|c| self.base.join(&c.path))
+            .collect::<Result<Vec<Url>>>()?;
+        let reqs: Vec<Request<'_>> = calls
+            .iter()
+            .zip(&urls)
+            .map(|(c, url)| Request {
+                method: c.method,
+                url,
+                headers: self.with_authorization(url, &c.headers),
+                body: if c.body.is_empty() {
+                    Body::Empty
+                } else {
+                    Body::Bytes(c.body)
+                },
+                deadline: Some(budget.deadline()),
+            })
+            .collect();
+        self.http.send_all(&reqs)
+    }
+
+    /// Keeps the final answers of a flight in `out`; settles a challenge or the
+    /// scheme from the others and returns which requests go again.
+    fn sort_answers(
+        &mut self,
+        budget: &mut Budget,
+        todo: &[usize],
+        answers: Vec<Response>,
+        out: &mut [Option<Response>],
+    ) -> Result<Vec<usize>> {
+        let mut again = Vec::new();
+        let (mut challenged, mut to_tls) = (false, false);
+        for (&i, resp) in todo.iter().zip(answers) {
+            match resp.status {
+                400 if self.tls_instead(&resp) => {
+                    to_tls = true;
+                    resp.discard()?;
+                    again.push(i);
+                }
+                401 if !challenged => {
+                    challenged = true;
+                    self.settle_challenge(budget, resp)?;
+                    again.push(i);
+                }
+                301..=308 | 401 | 429 | 500..=504 => {
+                    resp.discard()?;
+                    again.push(i);
+                }
+                _ => out[i] = Some(resp),
+            }
+        }
+        if to_tls {
+            self.use_tls()?;
+        } else {
+            self.may_fall_back = false;
+            if matches!(self.state, AuthState::Unknown) && !challenged {
+                self.state = AuthState::Anonymous;
+            }
+        }
+        Ok(again)
+    }
+
+    /// A 401 from a flight: the challenge answered, or a token for the scopes it names.
+    fn settle_challenge(&mut self, budget: &mut Budget, resp: Response) -> Result<()> {
+        self.may_fall_back = false;
+        match self.state {
+            AuthState::Unknown => self.answer_challenge(budget, resp),
+            AuthState::Bearer { .. } => {
+                let extra = challenged_scopes(&resp);
+                resp.discard()?;
+                self.refresh_token(budget, &extra)
+            }
+            AuthState::Anonymous => {
+                resp.discard()?;
+                self.state = AuthState::Unknown;
+                Ok(())
+            }
+            AuthState::Basic { .. } => resp.discard(),
         }
     }
 
@@ -316,7 +514,13 @@ impl Registry {
         body: &[u8],
     ) -> Result<Response> {
         if matches!(self.state, AuthState::Unknown) {
-            self.ping(budget)?;
+            let call = Call {
+                method,
+                path: path.to_string(),
+                headers: headers.to_vec(),
+                body,
+            };
+            return self.first_request(budget, tries, &call);
         }
         let url = self.base.join(path)?;
         let resp = self.send_authorized(budget, tries, method, &url, headers, body)?;

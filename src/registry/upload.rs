@@ -1,10 +1,15 @@
 //! Writing to a repository: blob existence checks, cross-repository mounts,
 //! uploads, manifests.
 //!
+//! Existence checks ([`blob_sizes`]) and session starts or mounts ([`begin_all`])
+//! for many blobs go out pipelined, one flight each.
+//!
 //! An upload is a small state machine ([`SessionState`], in `session.rs`), driven
 //! by [`Upload::send`]:
-//! `Closed` opens a session (POST) → `Open { location, offset }` sends the next
-//! 8 MiB chunk (PATCH), or the rest with the committing `PUT ?digest=` → `Committed`.
+//! `Closed` opens a session (POST) → `Open { location, offset }` sends a blob of
+//! up to 8 MiB with the committing `PUT ?digest=` (one request), a larger one as
+//! one streamed PATCH of all the rest (the source read as it goes out, no
+//! stop-and-wait) and then the committing `PUT ?digest=` → `Committed`.
 //! A request that fails midway leaves the state `Unsure`: the session is asked where
 //! it stands (GET location → `Range`) and the upload goes on from there. A registry
 //! that dropped the session (distribution does after a connection reset during a
@@ -17,7 +22,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Kind, Result};
 use crate::http::Response;
 use crate::registry::budget::Budget;
-use crate::registry::client::{sleep_interruptible, Registry, MAX_ATTEMPTS};
+use crate::registry::client::{sleep_interruptible, Call, Registry, MAX_ATTEMPTS};
 use crate::registry::session::{Answer, SessionState};
 use crate::registry::source::BlobSource;
 use std::io::Read;
@@ -128,11 +133,6 @@ pub struct Upload {
     last_failure: Option<String>,
 }
 
-/// HEAD the blob: `Some(size)` when the repository already has it.
-pub fn blob_size(reg: &mut Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
-    blob_size_in(reg, &mut reg.budget(), repo, digest)
-}
-
 /// [`blob_size`] within a transfer's budget.
 fn blob_size_in(
     reg: &mut Registry,
@@ -156,24 +156,141 @@ fn blob_size_in(
     }
 }
 
-/// Asks the registry to link `digest` from repository `from` (same registry).
-pub fn mount(reg: &mut Registry, repo: &str, digest: &Digest, from: &str) -> Result<Mount> {
-    let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
-    let resp = reg.request("POST", &path, &[("Content-Length", "0")], &[])?;
+/// HEADs for all `digests` in one pipelined flight: `Some(size)` for each blob
+/// the repository `repo` has, `None` for the others (in the order given).
+pub fn blob_sizes(reg: &mut Registry, repo: &str, digests: &[Digest]) -> Result<Vec<Option<u64>>> {
+    let calls: Vec<Call<'_>> = digests
+        .iter()
+        .map(|d| Call {
+            method: "HEAD",
+            path: format!("/v2/{repo}/blobs/{d}"),
+            headers: Vec::new(),
+            body: &[],
+        })
+        .collect();
+    let answers = reg.request_many(&mut reg.budget(), &calls)?;
+    digests
+        .iter()
+        .zip(answers)
+        .map(|(d, resp)| head_answer(reg, resp, d))
+        .collect()
+}
+
+/// What a HEAD of a blob says: its size when it is there.
+fn head_answer(reg: &Registry, resp: Response, digest: &Digest) -> Result<Option<u64>> {
     match resp.status {
-        201 => {
+        200 => {
+            let size = resp.content_length();
+            resp.discard()?;
+            Ok(size.or(Some(0)))
+        }
+        404 => {
+            resp.discard()?;
+            Ok(None)
+        }
+        s => Err(reg.status_error(resp, &format!("check blob {digest}"), s)),
+    }
+}
+
+/// Starts the uploads of several blobs to `repo` in one pipelined flight: for
+/// each `(digest, Some(from))` a mount from repository `from` of the same
+/// registry, for each `(digest, None)` a new session. In the order given.
+pub fn begin_all(
+    reg: &mut Registry,
+    repo: &str,
+    wants: &[(&Digest, Option<&str>)],
+) -> Result<Vec<Mount>> {
+    let calls: Vec<Call<'_>> = wants
+        .iter()
+        .map(|(d, from)| Call {
+            method: "POST",
+            path: match from {
+                Some(from) => format!("/v2/{repo}/blobs/uploads/?mount={d}&from={from}"),
+                None => format!("/v2/{repo}/blobs/uploads/"),
+            },
+            headers: vec![("Content-Length", "0")],
+            body: &[],
+        })
+        .collect();
+    let answers = reg.request_many(&mut reg.budget(), &calls)?;
+    wants
+        .iter()
+        .zip(answers)
+        .map(|((d, from), resp)| began(reg, repo, resp, d, *from))
+        .collect()
+}
+
+/// What a mount or session POST gave.
+fn began(
+    reg: &Registry,
+    repo: &str,
+    resp: Response,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Mount> {
+    match (resp.status, from) {
+        (201, Some(_)) => {
             resp.discard()?;
             Ok(Mount::Mounted)
         }
-        202 => {
+        (202, _) => {
             let mut up = Upload::new(reg, repo);
             up.sessions = 1;
             let location = up.session_from(reg, resp)?;
             up.state = up.state.opened(location)?;
             Ok(Mount::Session(up))
         }
-        s => Err(reg.status_error(resp, &format!("mount blob {digest} from {from}"), s)),
+        (s, Some(from)) => {
+            Err(reg.status_error(resp, &format!("mount blob {digest} from {from}"), s))
+        }
+        (s, None) => Err(reg.status_error(resp, &format!("start upload to {repo}"), s)),
     }
+}
+
+/// A small blob ready to go up whole: its open session, digest and bytes.
+pub struct Small<'a> {
+    pub upload: Upload,
+    pub digest: &'a Digest,
+    pub bytes: &'a [u8],
+}
+
+/// Commits small blobs in one pipelined flight: a `PUT ?digest=` with the whole
+/// blob into each one's open session. Those the registry did not take (or that
+/// could not go) come back, to be sent the ordinary way ([`Upload::send`], with
+/// its recovery: a session that did commit answers 404 there, and the blob is
+/// then found by HEAD).
+pub fn put_all<'a>(reg: &mut Registry, smalls: Vec<Small<'a>>) -> Result<Vec<Small<'a>>> {
+    let (ready, mut left): (Vec<Small<'a>>, Vec<Small<'a>>) = smalls.into_iter().partition(|s| {
+        matches!(&s.upload.state, SessionState::Open { offset: 0, .. }) && s.bytes.len() <= CHUNK
+    });
+    let calls: Vec<Call<'_>> = ready
+        .iter()
+        .filter_map(|s| match &s.upload.state {
+            SessionState::Open { location, .. } => Some(Call {
+                method: "PUT",
+                path: commit_url(location, s.digest),
+                headers: OCTETS.to_vec(),
+                body: s.bytes,
+            }),
+            _ => None,
+        })
+        .collect();
+    let answers = match reg.request_many(&mut reg.budget(), &calls) {
+        Ok(a) => a,
+        Err(e) if e.kind() == Kind::Interrupted => return Err(e),
+        Err(_) => {
+            left.extend(ready);
+            return Ok(left);
+        }
+    };
+    for (small, resp) in ready.into_iter().zip(answers) {
+        let committed = matches!(resp.status, 201 | 204);
+        resp.discard()?;
+        if !committed {
+            left.push(small);
+        }
+    }
+    Ok(left)
 }
 
 impl Upload {
@@ -349,26 +466,53 @@ impl Upload {
             );
         }
         let rest = size - offset;
-        let chunk = CHUNK.max(self.min_chunk.min(MAX_CHUNK));
-        blob.resize(chunk.min(usize::try_from(size).unwrap_or(usize::MAX)));
         if self.no_patch {
             return self.put_streamed(reg, blob, location, offset, progress);
         }
-        let chunk = blob.buf.len();
-        if let Some(rest) = usize::try_from(rest).ok().filter(|&r| r <= chunk) {
-            let bytes = blob.get(offset, rest)?;
-            let url = commit_url(location, digest);
-            let resp = self.send_body(reg, ("PUT", &url, &OCTETS), bytes, offset, progress);
-            return self.on_commit(reg, resp, digest);
+        let chunk = CHUNK.max(self.min_chunk.min(MAX_CHUNK)) as u64;
+        if rest > chunk {
+            return self.patch_streamed(reg, blob, location, offset, progress);
         }
-        let bytes = blob.get(offset, chunk)?;
-        let range = format!("{offset}-{}", offset + chunk as u64 - 1);
+        let url = commit_url(location, digest);
+        let bytes = match rest {
+            0 => &[][..],
+            _ => {
+                blob.resize(chunk.min(size) as usize);
+                blob.get(offset, rest as usize)?
+            }
+        };
+        let resp = self.send_body(reg, ("PUT", &url, &OCTETS), bytes, offset, progress);
+        self.on_commit(reg, resp, digest)
+    }
+
+    /// Open with more than a chunk to go: all the rest in one PATCH, streamed
+    /// from the source as it is read (the commit follows as its own PUT).
+    fn patch_streamed(
+        &mut self,
+        reg: &mut Registry,
+        blob: &mut Blob<'_>,
+        location: &str,
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let rest = blob.size - offset;
+        let range = format!("{offset}-{}", blob.size - 1);
         let headers = [
             ("Content-Type", "application/octet-stream"),
             ("Content-Range", range.as_str()),
         ];
-        let resp = self.send_body(reg, ("PATCH", location, &headers), bytes, offset, progress);
-        self.on_patch(reg, resp, chunk as u64, offset)
+        let rest_of_blob = blob.rest_from(offset)?;
+        let mut body = Sent::new(rest_of_blob, offset, &mut self.reported, progress);
+        let resp = reg.request_stream(
+            &mut self.budget,
+            "PATCH",
+            location,
+            &headers,
+            &mut body,
+            rest,
+        );
+        drop(body);
+        self.on_patch(reg, resp, rest, offset)
     }
 
     /// A request whose body (the blob's bytes from `offset`) is counted into

@@ -6,6 +6,8 @@
 //! find their bodies (barge always sends `Content-Length`); everything else is passed
 //! through untouched. Threads only, bounded in time: after its lifetime (or when
 //! dropped) the proxy closes every connection and its threads end by themselves.
+//! It also counts connections and flights (round trips: client bytes that arrive
+//! after answer bytes went back on that connection, or first on it).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -32,6 +34,9 @@ pub enum Action {
     /// Forward the whole request; once the registry answers, drop the answer and
     /// reset the client's connection (the request took effect, the client cannot know).
     DropAnswer,
+    /// Forward the request and its answer, then close the client's connection
+    /// (FIN), dropping requests pipelined behind it: a keep-alive close mid-flight.
+    CloseAfterAnswer,
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -61,6 +66,8 @@ struct Shared {
     upstream: u16,
     rules: Mutex<Vec<Rule>>,
     hits: AtomicUsize,
+    connections: AtomicUsize,
+    flights: AtomicUsize,
     stop: AtomicBool,
     until: Instant,
 }
@@ -105,6 +112,8 @@ impl FaultProxy {
             upstream,
             rules: Mutex::new(rules),
             hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            flights: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             until: Instant::now() + lifetime,
         });
@@ -126,6 +135,17 @@ impl FaultProxy {
     /// How many requests got a fault so far.
     pub fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Client connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Round trips so far: on each connection, client bytes that came first or
+    /// after answer bytes had gone back.
+    pub fn flights(&self) -> usize {
+        self.shared.flights.load(Ordering::SeqCst)
     }
 }
 
@@ -154,6 +174,8 @@ struct Armed {
     action: Option<Action>,
     /// Response bytes forwarded since the fault was armed.
     forwarded: usize,
+    /// Answer bytes went back since the client last sent (the next bytes it sends start a flight).
+    answered: bool,
 }
 
 /// One client connection: requests upstream (parsed), responses back (faulted when armed).
@@ -165,7 +187,11 @@ fn serve(client: TcpStream, shared: Arc<Shared>) {
         let _ = s.set_read_timeout(Some(POLL));
         let _ = s.set_nodelay(true);
     }
-    let armed = Arc::new(Mutex::new(Armed::default()));
+    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let armed = Arc::new(Mutex::new(Armed {
+        answered: true,
+        ..Armed::default()
+    }));
     let done = Arc::new(AtomicBool::new(false));
     let back = {
         let (from, to) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
@@ -193,7 +219,7 @@ fn requests(
 ) -> bool {
     let mut pending = Vec::new();
     loop {
-        let Some(head_len) = read_head(client, &mut pending, done, shared) else {
+        let Some(head_len) = read_head(client, &mut pending, armed, done, shared) else {
             return false;
         };
         if head_len == 0 {
@@ -209,15 +235,18 @@ fn requests(
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let body_len = content_length(&head);
         let action = shared.action_for(method, target, body_len);
-        if let Some(a @ (Action::Trickle { .. } | Action::Stall { .. } | Action::DropAnswer)) =
-            action
+        if let Some(
+            a @ (Action::Trickle { .. }
+            | Action::Stall { .. }
+            | Action::DropAnswer
+            | Action::CloseAfterAnswer),
+        ) = action
         {
-            *armed.lock().unwrap() = Armed {
-                action: Some(a),
-                forwarded: 0,
-            };
+            let mut armed = armed.lock().unwrap();
+            (armed.action, armed.forwarded) = (Some(a), 0);
         } else {
-            *armed.lock().unwrap() = Armed::default();
+            let mut armed = armed.lock().unwrap();
+            (armed.action, armed.forwarded) = (None, 0);
         }
         let reset_after = match action {
             Some(Action::ResetBody { after }) => Some(after),
@@ -241,6 +270,11 @@ fn requests(
             set_reset_on_close(client);
             return true;
         }
+        if matches!(action, Some(Action::CloseAfterAnswer)) {
+            wait_for_answer(armed, shared);
+            thread::sleep(POLL); // the rest of a small answer
+            return false;
+        }
     }
 }
 
@@ -257,6 +291,7 @@ fn wait_for_answer(armed: &Mutex<Armed>, shared: &Shared) {
 fn read_head(
     mut client: &TcpStream,
     pending: &mut Vec<u8>,
+    armed: &Mutex<Armed>,
     done: &AtomicBool,
     shared: &Shared,
 ) -> Option<usize> {
@@ -273,7 +308,12 @@ fn read_head(
         }
         match client.read(&mut buf) {
             Ok(0) => return None,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                if std::mem::take(&mut armed.lock().unwrap().answered) {
+                    shared.flights.fetch_add(1, Ordering::SeqCst);
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
             Err(e) if is_timeout(&e) => {}
             Err(_) => return None,
         }
@@ -351,6 +391,7 @@ fn deliver(
     done: &AtomicBool,
     shared: &Shared,
 ) -> bool {
+    armed.lock().unwrap().answered = true;
     while !data.is_empty() {
         let (action, forwarded) = {
             let a = armed.lock().unwrap();
@@ -358,6 +399,10 @@ fn deliver(
         };
         let (after, every) = match action {
             None => return client.write_all(data).is_ok(),
+            Some(Action::CloseAfterAnswer) => {
+                armed.lock().unwrap().forwarded += data.len();
+                return client.write_all(data).is_ok();
+            }
             Some(Action::Trickle { after, every }) => (after, Some(every)),
             Some(Action::Stall { after }) => (after, None),
             Some(Action::DropAnswer) => {
