@@ -47,7 +47,9 @@ Usage: barge pull IMAGE [OPTIONS]
 IMAGE is [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST]; the registry defaults to
 Docker Hub (docker.io), the tag to `latest`, and single names get `library/`.
 IMAGE may also name a transport as skopeo does: docker://REF, oci:PATH[:REF] (an
-OCI image layout; without REF its only image). A layout is read without network.
+OCI image layout; without REF its only image), oci-archive:FILE[:REF] (the same in a
+tar file), docker-archive:FILE[:REPO:TAG] (what `docker save` writes). Files are read
+without network.
 
 Options:
   -r, --rootfs DIR         Where to put the tree (default: rootfs); must be new or empty
@@ -128,7 +130,8 @@ Upload the image whose top layer is DIR's checked-out branch as NAME[:TAG].
 Usage: barge push NAME[:TAG] [-r DIR] [-u USER[:PASS] [--password-stdin]]
 
 NAME may also be oci:PATH[:REF]: the image goes into that OCI image layout
-(created if need be; its other images are kept).
+(created if need be; its other images are kept), oci-archive:FILE[:REF] or
+docker-archive:FILE[:REPO:TAG] (the file is written whole, then renamed into place).
 
 Layers the registry already has are not uploaded again; on the same registry they
 are mounted from the repository the image was pulled from.
@@ -219,8 +222,10 @@ Copy an image from SRC to DST without a tree on disk, as `skopeo copy` does.
 
 Usage: barge copy SRC DST [--all | --platform OS/ARCH[/VARIANT]]
 
-SRC and DST are docker://REF (or a plain image name: a registry) or oci:PATH[:REF]
-(an OCI image layout directory, created if need be; its other images are kept).
+SRC and DST are docker://REF (or a plain image name: a registry), oci:PATH[:REF]
+(an OCI image layout directory, created if need be; its other images are kept),
+oci-archive:FILE[:REF] or docker-archive:FILE[:REPO:TAG] (docker save's format: its
+layers are stored uncompressed).
 Blobs stream from SRC to DST with their digests checked; blobs DST has are skipped,
 blobs on the same registry are mounted. Manifests keep their bytes: the digest on
 DST is the digest on SRC. Credentials come from `barge login` and Docker's files.
@@ -237,6 +242,9 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --mirror [http://]HOST[:PORT][/NAMESPACE]
+                           Read SRC through this mirror first (may be repeated), then
+                           registries.conf's and daemon.json's mirrors, then the registry
       --low-speed-limit BYTES, --low-speed-time SECS
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
@@ -251,7 +259,8 @@ for a multi-platform index, Platforms.
 
 Usage: barge inspect IMAGE [--raw | --config] [--platform OS/ARCH[/VARIANT]]
 
-IMAGE is as for pull: a registry image (docker://REF) or oci:PATH[:REF].
+IMAGE is as for pull: a registry image (docker://REF), oci:PATH[:REF],
+oci-archive:FILE[:REF] or docker-archive:FILE[:REPO:TAG].
 
 Options:
       --raw                Print the manifest (or index) bytes exactly as stored
@@ -261,6 +270,9 @@ Options:
       --ca-cert FILE       Trust this CA certificate (PEM) too; may be repeated
       --insecure HOST[:PORT]
                            Use plain HTTP for this registry (loopback hosts always do)
+      --mirror [http://]HOST[:PORT][/NAMESPACE]
+                           Read IMAGE through this mirror first (may be repeated), then
+                           registries.conf's and daemon.json's mirrors, then the registry
       --low-speed-limit BYTES, --low-speed-time SECS
                            As for pull
   -h, --help               Print this help";
