@@ -325,3 +325,39 @@ fn archive_errors_are_one_line_and_inspect_reads_archives() {
     let their_config = skopeo(&["inspect", "--config", "--raw", &plain], false);
     assert_eq!(config.stdout, their_config, "config");
 }
+
+#[test]
+fn copy_all_into_an_oci_archive_keeps_the_index_and_a_docker_archive_refuses_it() {
+    let tmp = TempDir::new("archives-all");
+    let multi = f().image("test/multi:1");
+    let want = raw_digest(&multi);
+    // The index carries an in-toto attestation: its layer is no tar, and is kept.
+    let file = tmp.join("multi.tar");
+    ok(&["copy", "-q", "--all", &multi, &oci_archive(&file, "m")]);
+    assert_eq!(raw_digest(&oci_archive(&file, "m")), want);
+    let theirs = skopeo(&["inspect", "--raw", &oci_archive(&file, "m")], false);
+    assert_eq!(sha256(&theirs), want, "skopeo");
+    let back = f().image("archived/multi:1");
+    ok(&["copy", "-q", "--all", &oci_archive(&file, "m"), &back]);
+    assert_eq!(raw_digest(&back), want);
+    // A docker-archive holds one image: refused before anything is written.
+    let saved = tmp.join("saved.tar");
+    let out = barge(&["copy", "--all", &multi, &docker_archive(&saved, "a/m:1")]);
+    let line = assert_clean_failure(&out, &[]);
+    assert!(
+        line.contains("holds one image") && line.contains("--platform"),
+        "{line}"
+    );
+    assert!(!saved.exists());
+    ok(&[
+        "copy",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        &multi,
+        &docker_archive(&saved, "a/m:1"),
+    ]);
+    let inspected =
+        parse_json(&ok(&["inspect", &format!("docker-archive:{}", saved.display())]).into_bytes());
+    assert_eq!(str_of(&inspected["Architecture"]), "arm64");
+}
