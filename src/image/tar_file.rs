@@ -77,10 +77,14 @@ impl TarIndex {
                 e
             }
         })?;
-        let len = file
-            .metadata()
-            .with_context(|| format!("open {what}"))?
-            .len();
+        let meta = file.metadata().with_context(|| format!("open {what}"))?;
+        if meta.is_dir() {
+            return Err(
+                Error::new(format!("{what} is a directory, not an archive file"))
+                    .hint("for an OCI image layout directory use oci:DIR[:REF]"),
+            );
+        }
+        let len = meta.len();
         let mut index = TarIndex {
             file,
             what: what.to_string(),
