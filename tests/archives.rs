@@ -274,6 +274,14 @@ fn archive_errors_are_one_line_and_inspect_reads_archives() {
         line.contains(&gone) && line.contains("check the file's path"),
         "{line}"
     );
+    let line = assert_clean_failure(
+        &barge(&["inspect", &format!("oci-archive:{}", tmp.path().display())]),
+        &[],
+    );
+    assert!(
+        line.contains("is a directory") && line.contains("oci:DIR"),
+        "{line}"
+    );
     // A missing ref lists the refs the archive has.
     let oa = tmp.join("two.tar");
     for reference in ["first", "second"] {
