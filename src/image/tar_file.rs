@@ -446,8 +446,15 @@ impl TarWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let (file, tmp) = create_temp(&dir, &file_name.to_string_lossy())
-            .with_context(|| format!("create {what}"))?;
+        let (file, tmp) = create_temp(&dir, &file_name.to_string_lossy()).map_err(|e| {
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            let e = Error::from(e).context(format!("create {what}"));
+            if missing {
+                e.hint(format!("create the directory {} first", dir.display()))
+            } else {
+                e
+            }
+        })?;
         Ok(TarWriter {
             file,
             tmp,
