@@ -282,6 +282,10 @@ fn archive_errors_are_one_line_and_inspect_reads_archives() {
         line.contains("is a directory") && line.contains("oci:DIR"),
         "{line}"
     );
+    let nowhere = docker_archive(&tmp.join("no-such-dir/saved.tar"), "a/b:1");
+    let src = f().image("test/busybox:oci");
+    let line = assert_clean_failure(&barge(&["copy", "-q", &src, &nowhere]), &[]);
+    assert!(line.contains("create the directory"), "{line}");
     // A missing ref lists the refs the archive has.
     let oa = tmp.join("two.tar");
     for reference in ["first", "second"] {
