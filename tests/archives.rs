@@ -4,7 +4,8 @@
 //! keeps the manifest digest; what barge writes is read by skopeo, umoci (through
 //! skopeo) and `podman load`; archives skopeo writes pull to the tree `umoci unpack`
 //! makes; a pull from an archive needs no network (`unshare -n`); a committed tree
-//! pushes into a docker-archive; archive errors are one clear line.
+//! pushes into a docker-archive; `copy --all` keeps an index in an oci-archive and is
+//! refused by a docker-archive; archive errors are one clear line.
 
 mod common;
 
