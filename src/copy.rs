@@ -93,6 +93,7 @@ pub fn copy(
             copy_image(src, &mut *dst, &top, ManifestRole::Top, words, out)?
         }
         (Fetched::Index(index), Select::All) => {
+            dst.accepts_index()?;
             out.line(format!(
                 "Index: {} ({})",
                 top.digest,

@@ -347,6 +347,15 @@ pub struct DockerArchiveDest {
 }
 
 impl DockerArchiveDest {
+    /// `barge copy --all` of an index into a docker-archive (one image per file here).
+    fn not_an_index(&self) -> Error {
+        Error::new(format!(
+            "{}: a docker-archive holds one image, not a multi-platform index",
+            self.name
+        ))
+        .hint("copy one platform (without --all, or with --platform)")
+    }
+
     /// Prepares to write the archive at `path`, tagging the image `reference` (REPO:TAG;
     /// `:latest` is added when there is no tag).
     pub fn create(path: &Path, reference: Option<&str>) -> Result<Self> {
@@ -523,6 +532,10 @@ impl ImageDest for DockerArchiveDest {
         self.name.clone()
     }
 
+    fn accepts_index(&self) -> Result<()> {
+        Err(self.not_an_index())
+    }
+
     fn missing(&mut self, blobs: &[Descriptor]) -> Result<Vec<bool>> {
         Ok(blobs
             .iter()
@@ -547,7 +560,10 @@ impl ImageDest for DockerArchiveDest {
         stored.with_context(|| format!("{}: blob {}", self.name, desc.digest.short()))
     }
 
-    fn put_manifest(&mut self, raw: &RawManifest, _role: ManifestRole) -> Result<Digest> {
+    fn put_manifest(&mut self, raw: &RawManifest, role: ManifestRole) -> Result<Digest> {
+        if role == ManifestRole::Child {
+            return Err(self.not_an_index());
+        }
         verify(
             &format!("{}: manifest", self.name),
             &raw.digest,
@@ -557,13 +573,7 @@ impl ImageDest for DockerArchiveDest {
             .with_context(|| format!("{}: manifest", self.name))?
         {
             Fetched::Manifest(m) => m,
-            Fetched::Index(_) => {
-                return Err(Error::new(format!(
-                    "{}: a docker-archive holds one image, not a multi-platform index",
-                    self.name
-                ))
-                .hint("copy one platform (without --all, or with --platform)"))
-            }
+            Fetched::Index(_) => return Err(self.not_an_index()),
         };
         let image = self
             .image_of(&m)

@@ -71,6 +71,11 @@ pub enum ManifestRole {
 pub trait ImageDest {
     /// How messages name this destination.
     fn name(&self) -> String;
+    /// Refuses a multi-platform index before any of it is copied, when this destination
+    /// holds single images only (a docker-archive).
+    fn accepts_index(&self) -> Result<()> {
+        Ok(())
+    }
     /// For each blob, whether the destination lacks it (one flight where it can).
     fn missing(&mut self, blobs: &[Descriptor]) -> Result<Vec<bool>>;
     /// Gets a blob without its bytes, e.g. a cross-repository mount on the same

@@ -377,12 +377,10 @@ impl ImageDest for OciArchiveDest {
     fn put_manifest(&mut self, raw: &RawManifest, role: ManifestRole) -> Result<Digest> {
         let digest = Digest::of_bytes(&raw.bytes);
         verify(&format!("{}: manifest", self.name), &raw.digest, &digest)?;
-        let media_type = match parse_manifest(&raw.bytes, raw.media_type.as_deref())
-            .with_context(|| format!("{}: manifest", self.name))?
-        {
-            Fetched::Index(i) => i.media_type,
-            Fetched::Manifest(m) => m.media_type,
-        };
+        // As for an `oci:` directory: the declared type, blobs unchecked (an index
+        // copied with --all carries attestations whose layers are not tars).
+        let media_type = super::registry::media_type_of(raw)
+            .with_context(|| format!("{}: manifest", self.name))?;
         let desc = Descriptor {
             media_type,
             digest: digest.clone(),

@@ -50,14 +50,41 @@ struct Pending {
     link: Option<Vec<u8>>,
 }
 
+/// The compression a file starting with `head` has, by its magic bytes, and the
+/// command that undoes it.
+fn compression_of(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    const MAGICS: &[(&[u8], &str, &str)] = &[
+        (&[0x1f, 0x8b], "gzip", "gunzip -c"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd", "zstd -dc"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz", "xz -dc"),
+        (b"BZh", "bzip2", "bzip2 -dc"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _, _)| head.starts_with(magic))
+        .map(|&(_, kind, tool)| (kind, tool))
+}
+
 impl TarIndex {
     /// Reads the member headers of the tar file at `path`; `what` names it in errors.
     pub fn open(path: &Path, what: &str) -> Result<TarIndex> {
-        let file = File::open(path).with_context(|| format!("open {what}"))?;
-        let len = file
-            .metadata()
-            .with_context(|| format!("open {what}"))?
-            .len();
+        let file = File::open(path).map_err(|e| {
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            let e = Error::from(e).context(format!("open {what}"));
+            if missing {
+                e.hint("check the file's path (after the transport name)")
+            } else {
+                e
+            }
+        })?;
+        let meta = file.metadata().with_context(|| format!("open {what}"))?;
+        if meta.is_dir() {
+            return Err(
+                Error::new(format!("{what} is a directory, not an archive file"))
+                    .hint("for an OCI image layout directory use oci:DIR[:REF]"),
+            );
+        }
+        let len = meta.len();
         let mut index = TarIndex {
             file,
             what: what.to_string(),
@@ -71,6 +98,20 @@ impl TarIndex {
     fn not_a_tar(&self, why: &str) -> Error {
         Error::new(format!("not a tar archive ({why})"))
             .hint(format!("check that {} is an image archive", self.what))
+    }
+
+    /// A compressed archive (`docker save | gzip` is common) is refused by name: members
+    /// are read in place, so barge needs the tar itself.
+    fn refuse_compressed(&self, first: &[u8]) -> Result<()> {
+        let Some((kind, tool)) = compression_of(first) else {
+            return Ok(());
+        };
+        Err(
+            Error::new(format!("not a tar archive (it is {kind}-compressed)")).hint(format!(
+                "decompress it first (`{tool} FILE > FILE.tar`) and give barge the .tar, not {}",
+                self.what
+            )),
+        )
     }
 
     fn scan(&mut self, len: u64) -> Result<()> {
@@ -98,6 +139,9 @@ impl TarIndex {
                 )));
             }
             let header = tar::Header::from_byte_slice(&block);
+            if pos == 0 {
+                self.refuse_compressed(&block)?;
+            }
             check_checksum(&block).map_err(|why| self.not_a_tar(why))?;
             let size = header
                 .entry_size()
@@ -402,8 +446,15 @@ impl TarWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let (file, tmp) = create_temp(&dir, &file_name.to_string_lossy())
-            .with_context(|| format!("create {what}"))?;
+        let (file, tmp) = create_temp(&dir, &file_name.to_string_lossy()).map_err(|e| {
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            let e = Error::from(e).context(format!("create {what}"));
+            if missing {
+                e.hint(format!("create the directory {} first", dir.display()))
+            } else {
+                e
+            }
+        })?;
         Ok(TarWriter {
             file,
             tmp,
@@ -820,5 +871,19 @@ pub(crate) mod testing {
             .to_string();
         assert!(e.contains("not a tar"), "{e}");
         assert!(open(tar_with("fine", None, b"x")).is_ok());
+    }
+
+    #[test]
+    fn compressed_files_are_named_by_their_magic() {
+        assert_eq!(compression_of(&[0x1f, 0x8b, 8, 0]).unwrap().0, "gzip");
+        assert_eq!(
+            compression_of(&[0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap().0,
+            "zstd"
+        );
+        assert_eq!(compression_of(b"\xfd7zXZ\0\0").unwrap().0, "xz");
+        assert_eq!(compression_of(b"BZh91AY").unwrap().0, "bzip2");
+        // A tar header starts with a member's name.
+        assert!(compression_of(b"manifest.json\0\0\0").is_none());
+        assert!(compression_of(&[]).is_none());
     }
 }
