@@ -21,7 +21,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(reference manifest auth credentials http_response gzip unpack)
+  targets=(reference manifest auth credentials http_response gzip unpack registries_conf zstd archive)
 fi
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 bin=target/x86_64-unknown-linux-gnu/release

@@ -6,13 +6,17 @@
 //! root); a broken rule panics, which is how a fuzzer reports it. Parse errors
 //! are fine: only panics, hangs and runaway memory are findings.
 
+use crate::image::docker_archive::DockerArchiveSource;
+use crate::image::oci_archive::OciArchiveSource;
+use crate::image::ImageSource;
 use crate::json::{self, JsonValue};
 use crate::layer::fsroot::{self, Root};
 use crate::layer::gzip::{Crc32, GzipReader};
 use crate::layer::unpack::{apply_layer_with, UnpackOptions};
+use crate::layer::zstd::ZstdReader;
 use crate::manifest::{self, Fetched, ImageConfig, Platform};
 use crate::reference::{self, Reference};
-use crate::registry::{auth, credentials};
+use crate::registry::{auth, credentials, mirrors};
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -310,6 +314,60 @@ fn describe_outside(base: &Path) -> io::Result<String> {
         }
     }
     Ok(out)
+}
+
+/// registries.conf (the TOML-subset reader and the v1/v2 rules) and daemon.json.
+pub fn registries_conf(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        mirrors::fuzz_parse(text);
+    }
+}
+
+/// Stop decompressing a zstd stream after this much output (a bomb is not a finding).
+const ZSTD_OUTPUT_LIMIT: u64 = 16 << 20;
+
+/// The zstd layer reader (frames in a row, skippable frames, the window cap).
+pub fn zstd(data: &[u8]) {
+    if let Ok(r) = ZstdReader::new(data) {
+        let _ = io::copy(&mut r.take(ZSTD_OUTPUT_LIMIT), &mut io::sink());
+    }
+}
+
+/// Read at most this much of each blob an archive names.
+const ARCHIVE_BLOB_LIMIT: u64 = 1 << 20;
+
+/// oci-archive and docker-archive files: the tar index, index.json / manifest.json, and
+/// every blob the manifest names, read through the sources pull and copy use.
+pub fn archive(data: &[u8]) {
+    let dir = std::env::temp_dir().join(format!("barge-fuzz-archive-{}", std::process::id()));
+    let _ = fs::create_dir_all(&dir);
+    let file = dir.join("image.tar");
+    if fs::write(&file, data).is_err() {
+        return;
+    }
+    if let Ok(mut src) = OciArchiveSource::open(&file, None) {
+        read_image(&mut src);
+    }
+    if let Ok(mut src) = DockerArchiveSource::open(&file, None) {
+        read_image(&mut src);
+    }
+    let _ = fs::remove_file(&file);
+}
+
+/// The manifest a source names and a bounded read of each of its blobs.
+fn read_image(src: &mut dyn ImageSource) {
+    let Ok(raw) = src.manifest() else {
+        return;
+    };
+    let Ok(Fetched::Manifest(m)) = manifest::parse_manifest(&raw.bytes, raw.media_type.as_deref())
+    else {
+        return;
+    };
+    for desc in std::iter::once(&m.config).chain(&m.layers) {
+        if let Ok(blob) = src.blob(desc) {
+            let _ = io::copy(&mut blob.take(ARCHIVE_BLOB_LIMIT), &mut io::sink());
+        }
+    }
 }
 
 #[cfg(test)]

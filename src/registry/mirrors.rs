@@ -543,6 +543,16 @@ fn merge(entries: &mut Vec<Entry>, more: Vec<Entry>) {
     }
 }
 
+/// For the fuzz target: a registries.conf (as main file and as drop-in) and a
+/// daemon.json, parsed as barge reads them; errors are fine, panics are findings.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_parse(text: &str) {
+    let file = Path::new("fuzz.conf");
+    let _ = parse_registries_conf(text, file, false);
+    let _ = parse_registries_conf(text, file, true);
+    let _ = parse_daemon_json(text, file);
+}
+
 /// Parses one registries.conf (a drop-in must be in the v2 format). Errors name the file.
 fn parse_registries_conf(text: &str, file: &Path, drop_in: bool) -> Result<Vec<Entry>> {
     let fail = |e: Error| {
