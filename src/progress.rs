@@ -505,6 +505,21 @@ impl<R: std::io::Read> std::io::Read for MeterReader<'_, R> {
     }
 }
 
+/// A reader that tells `on_bytes` how many bytes each read gave (for progress that
+/// is not a [`Meter`] of this output: a commit's layer, an archive's member).
+pub struct Counted<'c, R> {
+    pub inner: R,
+    pub on_bytes: &'c mut dyn FnMut(u64),
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

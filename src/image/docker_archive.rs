@@ -27,9 +27,10 @@ use crate::manifest::{
     layer_compression, parse_manifest, Compression, Descriptor, Fetched, ImageConfig,
     DOCKER_CONFIG, MAX_MANIFEST, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST,
 };
+use crate::progress::Counted;
 use crate::registry::source::BlobSource;
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::Path;
 
 /// Largest image config accepted (as pull's).
@@ -307,20 +308,6 @@ fn uncompressed<'a>(media_type: &str, blob: Box<dyn Read + 'a>) -> Result<Box<dy
     })
 }
 
-/// Tells `progress` about each read's bytes.
-struct Counted<'a, R> {
-    inner: R,
-    progress: &'a mut dyn FnMut(u64),
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-}
-
 /// A layer written into the archive.
 #[derive(Clone)]
 struct Stored {
@@ -406,7 +393,7 @@ impl DockerArchiveDest {
         self.out.start_member()?;
         let mut hashed = HashReader::new(Counted {
             inner: src.take(desc.size.saturating_add(1)),
-            progress,
+            on_bytes: progress,
         });
         let inflated = inflate_into(&desc.media_type, &mut hashed, &mut self.out);
         let (got, n) = hashed.finish();
@@ -757,7 +744,7 @@ mod tests {
         for (l, diff_id) in got.layers.iter().zip(&diff_ids) {
             let blob = layout_blob(&copied, &l.digest);
             let mut plain = HashReader::new(GzipReader::new(&blob[..]));
-            io::copy(&mut plain, &mut io::sink()).unwrap();
+            std::io::copy(&mut plain, &mut std::io::sink()).unwrap();
             assert_eq!(&plain.finish().0, diff_id);
         }
         // Reading it back through barge and writing again gives the same archive image.

@@ -14,6 +14,7 @@ use crate::digest::{Digest, HashWriter};
 use crate::error::{Context, Error, Result};
 use crate::layer::entry::{Change, Entry, EntryKind};
 use crate::layer::gzip::Crc32;
+use crate::progress::Counted;
 use miniz_oxide::deflate::core::{
     compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
 };
@@ -202,20 +203,6 @@ fn copy_content<W: Write>(
     let pad = (512 - (n % 512) as usize) % 512;
     w.write_all(&[0u8; 512][..pad]).context("write layer")?;
     Ok(())
-}
-
-/// A reader that tells `on_bytes` how many bytes each read gave.
-struct Counted<'c, R> {
-    inner: R,
-    on_bytes: &'c mut dyn FnMut(u64),
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.on_bytes)(n as u64);
-        Ok(n)
-    }
 }
 
 /// One tar header (plus its PAX header when needed).
