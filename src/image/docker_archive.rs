@@ -36,11 +36,13 @@ use std::path::Path;
 /// Largest image config accepted (as pull's).
 const MAX_CONFIG: u64 = 8 << 20;
 
+/// How messages name this archive: its transport string, as `Transport` writes it.
 fn transport_name(path: &Path, reference: Option<&str>) -> String {
-    match reference {
-        Some(r) => format!("docker-archive:{}:{r}", path.display()),
-        None => format!("docker-archive:{}", path.display()),
+    crate::image::transport::Transport::DockerArchive {
+        path: path.to_path_buf(),
+        reference: reference.map(str::to_string),
     }
+    .to_string()
 }
 
 /// The short form Docker writes in `RepoTags`: no `docker.io/`, no `library/`, a tag.

@@ -26,11 +26,13 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_JSON: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
+/// How messages name this archive: its transport string, as `Transport` writes it.
 fn transport_name(path: &Path, reference: Option<&str>) -> String {
-    match reference {
-        Some(r) => format!("oci-archive:{}:{r}", path.display()),
-        None => format!("oci-archive:{}", path.display()),
+    crate::image::transport::Transport::OciArchive {
+        path: path.to_path_buf(),
+        reference: reference.map(str::to_string),
     }
+    .to_string()
 }
 
 fn blob_member(d: &Digest) -> String {
