@@ -244,6 +244,8 @@ fn unpack_all(
     out.start(layers.len(), manifest::total_size(layers));
     let dir = stage.root_path();
     let mut root = Root::open(&dir)?;
+    // Every layer is fetched ahead, several at once, while the ones before it are applied.
+    src.prefetch(layers, stage.path())?;
     // The repository lives beside the root, where no layer entry can reach it,
     // until every layer is in (see `Stage::install_git`).
     let mut history = if opts.git {

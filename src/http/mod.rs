@@ -16,6 +16,7 @@
 mod base64;
 mod body;
 mod conn;
+mod flow;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod pace;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 // Used by the registry layer (Basic credentials, tokens).
 #[allow(unused_imports)]
 pub use self::base64::{base64_decode, base64_encode};
+pub use self::flow::{poll_flows, FileRange, Flow, FlowConfig, FlowState};
 pub use self::pace::LowSpeed;
 pub use self::proxy::ProxyEnv;
 pub use self::url::Url;
@@ -151,6 +153,23 @@ impl Client {
             tls: None,
             pool: Pool::default(),
         }
+    }
+
+    /// What [`Flow`]s to `url` need, or `None` when a proxy stands in the way
+    /// (flows go direct only).
+    pub fn flow_config(&mut self, url: &Url) -> Result<Option<FlowConfig>> {
+        if proxy_for(&self.proxies, url)?.is_some() {
+            return Ok(None);
+        }
+        if url.https && self.tls.is_none() {
+            self.tls = Some(tls::build_config(&self.opts.extra_ca_files)?);
+        }
+        Ok(Some(FlowConfig {
+            tls: self.tls.clone(),
+            connect_timeout: self.opts.connect_timeout,
+            idle_limit: self.opts.io_timeout,
+            low_speed: self.opts.low_speed,
+        }))
     }
 
     /// Sends a request and returns the response once its head has arrived.

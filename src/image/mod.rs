@@ -47,6 +47,11 @@ pub trait ImageSource {
     fn child_manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
     /// A blob's bytes (`desc.size` of them), readable again from an offset.
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>>;
+    /// Says which blobs will be read next, in order, so that a source that can may
+    /// fetch them ahead, several at once, into unlinked files in `spool`.
+    fn prefetch(&mut self, _blobs: &[Descriptor], _spool: &Path) -> Result<()> {
+        Ok(())
+    }
     /// The registry repository behind this source, if it is one.
     fn registry_origin(&self) -> Option<RegistryOrigin> {
         None
@@ -130,6 +135,7 @@ use crate::error::Context;
 use crate::registry::client::TransportOptions;
 use crate::registry::credentials::{self, Credentials};
 use std::io::Read;
+use std::path::Path;
 use transport::Transport;
 
 impl<T: BlobSource + ?Sized> BlobSource for &mut T {

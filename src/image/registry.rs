@@ -16,8 +16,10 @@ use crate::registry::credentials;
 use crate::registry::credentials::Credentials;
 use crate::registry::fetch::{self, BlobReader};
 use crate::registry::mirrors;
+use crate::registry::prefetch::{Prefetch, SpoolReader};
 use crate::registry::source::{BlobSource, Checked};
 use crate::registry::upload::{self, Mount, Upload};
+use std::path::Path;
 
 /// Bound on a tag list response.
 const MAX_TAG_LIST: u64 = 4 << 20;
@@ -33,6 +35,8 @@ pub struct RegistrySource {
     via: String,
     /// The top manifest, when finding the endpoint already fetched it.
     first: Option<RawManifest>,
+    /// Blobs being fetched ahead (see [`ImageSource::prefetch`]).
+    ahead: Option<Prefetch>,
 }
 
 impl RegistrySource {
@@ -51,6 +55,7 @@ impl RegistrySource {
             asked: None,
             via: String::new(),
             first: None,
+            ahead: None,
         })
     }
 
@@ -80,6 +85,7 @@ impl RegistrySource {
                 media_type: served.manifest.content_type,
                 digest: served.manifest.digest,
             }),
+            ahead: None,
         })
     }
 
@@ -130,7 +136,24 @@ impl ImageSource for RegistrySource {
         self.fetch(digest.as_str())
     }
 
+    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path) -> Result<()> {
+        let mut wanted: Vec<(Digest, u64)> = Vec::new();
+        for d in blobs {
+            if !wanted.iter().any(|(w, _)| *w == d.digest) {
+                wanted.push((d.digest.clone(), d.size));
+            }
+        }
+        let repo = &self.reference.repository;
+        self.ahead = Prefetch::start(&mut self.reg, repo, &wanted, spool)?;
+        Ok(())
+    }
+
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>> {
+        if let Some(ahead) = self.ahead.as_mut() {
+            if let Some(i) = ahead.find(&desc.digest) {
+                return Ok(Box::new(SpoolReader::new(ahead, &mut self.reg, i)));
+            }
+        }
         let repo = &self.reference.repository;
         let reader = BlobReader::open(&mut self.reg, repo, &desc.digest, desc.size)?;
         Ok(Box::new(reader))

@@ -147,8 +147,7 @@ impl Stage {
     }
 
     /// The staging directory itself (it holds [`Self::root_path`] and
-    /// [`Self::git_path`]).
-    #[cfg(test)]
+    /// [`Self::git_path`]; a pull's download spool goes there too).
     pub fn path(&self) -> &Path {
         &self.staging
     }

@@ -65,6 +65,13 @@ impl Budget {
         self.deadline += productive;
     }
 
+    /// Time already spent without progress elsewhere (another connection's failed
+    /// attempts at the same bytes) counts against this budget too.
+    pub fn charge(&mut self, wasted: Duration) {
+        self.deadline = self.deadline.checked_sub(wasted).unwrap_or(self.started);
+        self.started = self.started.checked_sub(wasted).unwrap_or(self.started);
+    }
+
     /// Whether another attempt may start after waiting `wait`.
     pub fn allows_retry(&self, wait: Duration) -> bool {
         Instant::now() + wait < self.deadline

@@ -9,7 +9,7 @@
 //! sent twice go out pipelined in one flight ([`Registry::request_many`]).
 
 use crate::error::{Context, Error, Kind, Result};
-use crate::http::{Body, Client, LowSpeed, Options, Request, Response, Url};
+use crate::http::{Body, Client, FlowConfig, LowSpeed, Options, Request, Response, Url};
 use crate::reference::Reference;
 use crate::registry::auth::{self, Challenge};
 use crate::registry::budget::Budget;
@@ -487,6 +487,25 @@ impl Registry {
             AuthState::Bearer { token: Some(t), .. } => Some(format!("Bearer {t}")),
             _ => None,
         }
+    }
+
+    /// What a [`crate::http::Flow`] for `path` needs: its URL, the flow settings and
+    /// the Authorization to send (a `HEAD` of `path` settles it if nothing was sent
+    /// yet). `None` when a proxy stands in the way.
+    pub fn flow_setup(&mut self, path: &str) -> Result<Option<(Url, FlowConfig, Option<String>)>> {
+        if matches!(self.state, AuthState::Unknown) {
+            // Settle the scheme and the authorization first: one HEAD, answered or not.
+            self.request("HEAD", path, &[], &[])?.discard()?;
+        }
+        if matches!(self.state, AuthState::Unknown) || self.may_fall_back {
+            return Ok(None);
+        }
+        let url = self.base.join(path)?;
+        let Some(config) = self.http.flow_config(&url)? else {
+            return Ok(None);
+        };
+        let auth = self.authorization(&url);
+        Ok(Some((url, config, auth)))
     }
 
     /// Sends a request to the registry with authorization, retried within a budget of its own.

@@ -10,7 +10,7 @@ use crate::manifest::{ACCEPT, MAX_MANIFEST};
 use crate::registry::budget::Budget;
 use crate::registry::client::{Registry, MAX_ATTEMPTS};
 use std::io::{self, Read};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A manifest or index as the registry sent it.
 pub struct RawManifest {
@@ -102,6 +102,35 @@ impl<'r> BlobReader<'r> {
             mark: (Instant::now(), 0),
         };
         r.resp = Some(r.get(None)?);
+        Ok(r)
+    }
+
+    /// Like [`BlobReader::open`], reading from byte `offset` on, after `wasted` time
+    /// was already spent on these bytes without progress (it counts against the budget).
+    pub fn open_at(
+        reg: &'r mut Registry,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        offset: u64,
+        wasted: Duration,
+    ) -> Result<BlobReader<'r>> {
+        let mut budget = reg.budget();
+        budget.charge(wasted);
+        let mut r = BlobReader {
+            reg,
+            path: format!("/v2/{repo}/blobs/{digest}"),
+            digest: digest.clone(),
+            size,
+            offset: 0,
+            resp: None,
+            resumes: 0,
+            budget,
+            mark: (Instant::now(), 0),
+        };
+        r.mark = (Instant::now(), offset);
+        r.offset = offset;
+        r.resp = Some(r.get((offset > 0).then_some(offset))?);
         Ok(r)
     }
 

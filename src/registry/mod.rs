@@ -6,6 +6,7 @@ pub mod client;
 pub mod credentials;
 pub mod fetch;
 pub mod mirrors;
+pub mod prefetch;
 pub mod session;
 pub mod source;
 mod toml;

@@ -6,6 +6,7 @@
 use crate::digest::Digest;
 use crate::error::{Context, Result};
 use crate::registry::fetch::BlobReader;
+use crate::registry::prefetch::SpoolReader;
 use crate::signal::Interruptible;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -29,6 +30,12 @@ impl<R: Read + Seek> BlobSource for Interruptible<R> {
             .seek(SeekFrom::Start(offset))
             .map(drop)
             .context("rewind blob source")
+    }
+}
+
+impl BlobSource for SpoolReader<'_> {
+    fn rewind(&mut self, offset: u64) -> Result<()> {
+        SpoolReader::rewind(self, offset)
     }
 }
 

@@ -1,0 +1,733 @@
+//! Flows: HTTP/1.1 GETs on non-blocking sockets, each an explicit state machine
+//! (connect → TLS → request → head → body) moved on by [`poll_flows`] in one
+//! thread, so that several downloads run at once without threads.
+//!
+//! A flow stops after the response head ([`FlowState::Head`]) until its owner
+//! decides: [`Flow::accept`] sends the body into a range of a file, anything
+//! else drops the flow (and its connection). Each flow has its own connection,
+//! opened for it and closed with it: parallel flows are parallel TCP flows,
+//! which is the point on a lossy link. Flows go direct only (a proxied target
+//! is read the ordinary way) and never retry: their owner decides that too.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+
+use super::pace::LowSpeed;
+use super::request::{head_bytes, HeadSpec};
+use super::response::{first_header, framing, read_head, Framing, Head, MAX_HEAD};
+use super::url::Url;
+use crate::error::{Error, Kind, Result};
+
+/// Bytes read from a socket per call.
+const READ_CHUNK: usize = 32 * 1024;
+/// Reads per [`Flow::advance`] at most: a fast flow does not starve the others
+/// (or the reader of the spool) of turns.
+const ROUNDS_PER_ADVANCE: usize = 32;
+
+/// What a flow needs besides its request: TLS roots and time limits.
+#[derive(Clone)]
+pub struct FlowConfig {
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// A flow that moves no byte for this long fails (transient).
+    pub idle_limit: Duration,
+    /// A flow that moves fewer bytes than this rule asks fails ([`Flow::too_slow`]).
+    pub low_speed: LowSpeed,
+}
+
+/// Where a flow stands.
+#[derive(Debug)]
+pub enum FlowState {
+    /// Connecting, handshaking, sending, or waiting for the head.
+    Asking,
+    /// The head arrived; the owner decides ([`Flow::accept`] or drop).
+    Head,
+    /// Receiving the body.
+    Body,
+    /// The whole body is in its file range.
+    Done,
+    /// It failed; the flow is finished.
+    Failed(Error),
+}
+
+/// Where a body goes: `len` bytes of `file` from `at`.
+pub struct FileRange {
+    pub file: Rc<File>,
+    pub at: u64,
+    pub len: u64,
+}
+
+/// One request in flight on its own non-blocking connection.
+pub struct Flow {
+    url: Url,
+    sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    connected: bool,
+    /// Request bytes not yet handed to the socket (or to TLS).
+    out: Vec<u8>,
+    /// Head bytes so far, then body bytes that came with the head.
+    inbuf: Vec<u8>,
+    head: Option<Head>,
+    body: Option<Body>,
+    state: FlowState,
+    last_progress: Instant,
+    /// The low-speed window: when it began and the bytes received since.
+    window: (Instant, u64),
+    /// It failed for moving too slowly.
+    slow: bool,
+    config: FlowConfig,
+}
+
+/// The body's framing state and where its bytes go.
+struct Body {
+    sink: FileRange,
+    written: u64,
+    framing: BodyFraming,
+}
+
+enum BodyFraming {
+    Length(u64),
+    Close,
+    Chunked(Chunked),
+}
+
+impl Flow {
+    /// Starts `GET url` with `headers` (Host, User-Agent and Connection are added).
+    pub fn get(url: &Url, headers: &[(String, String)], config: &FlowConfig) -> Result<Flow> {
+        let mut headers = headers.to_vec();
+        headers.push(("Connection".into(), "close".into()));
+        let out = head_bytes(&HeadSpec {
+            method: "GET",
+            url,
+            headers: &headers,
+            content_length: None,
+            http_proxy: None,
+        })?;
+        let sock = connect_nonblocking(url)?;
+        let tls = match url.https {
+            false => None,
+            true => Some(Box::new(client_tls(url, config)?)),
+        };
+        Ok(Flow {
+            url: url.clone(),
+            sock,
+            tls,
+            connected: false,
+            out,
+            inbuf: Vec::new(),
+            head: None,
+            body: None,
+            state: FlowState::Asking,
+            last_progress: Instant::now(),
+            window: (Instant::now(), 0),
+            slow: false,
+            config: config.clone(),
+        })
+    }
+
+    /// Where the flow stands.
+    pub fn state(&self) -> &FlowState {
+        &self.state
+    }
+
+    /// The response status, once the head arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.head.as_ref().map(|h| h.status)
+    }
+
+    /// A response header, once the head arrived.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .as_ref()
+            .and_then(|h| first_header(&h.headers, name))
+    }
+
+    /// The body's announced length (`None`: chunked or until close).
+    pub fn content_length(&self) -> Option<u64> {
+        let head = self.head.as_ref()?;
+        match framing(head, "GET").ok()? {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether it failed by the low-speed rule (not by silence or an error).
+    pub fn too_slow(&self) -> bool {
+        self.slow
+    }
+
+    /// How long it went without progress before it failed: the low-speed window
+    /// it failed in, or the silence before its end.
+    pub fn unproductive(&self) -> Duration {
+        match self.slow {
+            true => self.config.low_speed.time,
+            false => self.last_progress.elapsed(),
+        }
+    }
+
+    /// Body bytes written to the sink so far.
+    pub fn written(&self) -> u64 {
+        self.body.as_ref().map_or(0, |b| b.written)
+    }
+
+    /// Sends the body into `sink`; more bytes than `sink.len` is an error, fewer
+    /// (a connection closed early) a transient one.
+    pub fn accept(&mut self, sink: FileRange) {
+        let result = self.start_body(sink);
+        self.settle(result);
+    }
+
+    fn start_body(&mut self, sink: FileRange) -> Result<()> {
+        let Some(head) = &self.head else {
+            return Err(Error::new("internal error: body accepted before its head"));
+        };
+        let framing = match framing(head, "GET")? {
+            Framing::Empty => BodyFraming::Length(0),
+            Framing::Length(n) if n > sink.len => {
+                return Err(Error::new(format!(
+                    "{} announced {n} bytes where {} were asked",
+                    self.url.without_query(),
+                    sink.len
+                )))
+            }
+            Framing::Length(n) => BodyFraming::Length(n),
+            Framing::Close => BodyFraming::Close,
+            Framing::Chunked => BodyFraming::Chunked(Chunked::default()),
+        };
+        self.body = Some(Body {
+            sink,
+            written: 0,
+            framing,
+        });
+        self.state = FlowState::Body;
+        let early = std::mem::take(&mut self.inbuf);
+        self.take_body(&early)?;
+        self.finish_if_complete();
+        Ok(())
+    }
+
+    /// The poll events this flow waits for (0: none, it is finished or paused).
+    fn interest(&self) -> i16 {
+        match self.state {
+            FlowState::Asking | FlowState::Body => {}
+            _ => return 0,
+        }
+        if !self.connected {
+            return libc::POLLOUT;
+        }
+        let wants_write =
+            !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write());
+        libc::POLLIN | if wants_write { libc::POLLOUT } else { 0 }
+    }
+
+    /// Moves the flow on as far as the socket allows, without blocking.
+    fn advance(&mut self) {
+        let result = self.step();
+        self.settle(result);
+    }
+
+    fn settle(&mut self, result: Result<()>) {
+        if let Err(e) = result {
+            let what = format!("GET {}", self.url.without_query());
+            self.state = FlowState::Failed(e.context(what));
+        }
+    }
+
+    fn step(&mut self) -> Result<()> {
+        if !self.connected {
+            if let Some(e) = self.sock.take_error()? {
+                return Err(connect_error(&self.url, e));
+            }
+            match self.sock.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(connect_error(&self.url, e)),
+            }
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        for _ in 0..ROUNDS_PER_ADVANCE {
+            let sent = self.send()?;
+            if !matches!(self.state, FlowState::Asking | FlowState::Body) {
+                return Ok(());
+            }
+            let got = match self.recv(&mut buf)? {
+                None => 0,
+                Some(0) => return self.at_eof(),
+                Some(n) => {
+                    self.window.1 += n as u64;
+                    self.take(&buf[..n])?;
+                    n
+                }
+            };
+            if sent + got == 0 {
+                return Ok(());
+            }
+            self.last_progress = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Hands pending request bytes to the socket; returns how many went.
+    fn send(&mut self) -> Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            let n = match self.sock.write(&self.out) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(super::conn::io_error(e)),
+            };
+            self.out.drain(..n);
+            return Ok(n);
+        };
+        if !self.out.is_empty() {
+            let n = tls.writer().write(&self.out)?;
+            self.out.drain(..n);
+        }
+        let mut sent = 0;
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.sock) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(super::conn::io_error(e)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reads what has arrived: `None` when nothing has, `Some(0)` at the end.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return match self.sock.read(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(super::conn::io_error(e)),
+            };
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
+                Err(e) => return Err(super::conn::io_error(e)),
+            }
+            match tls.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(Some(0)),
+                Ok(_) => {
+                    tls.process_new_packets()
+                        .map_err(|e| Error::new(format!("TLS: {e}")))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(super::conn::io_error(e)),
+            }
+        }
+    }
+
+    /// Bytes from the server: head bytes until the head is whole, then body bytes.
+    fn take(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.state {
+            FlowState::Asking => self.take_head(bytes),
+            FlowState::Body => {
+                self.take_body(bytes)?;
+                self.finish_if_complete();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn take_head(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inbuf.extend_from_slice(bytes);
+        while let Some(end) = head_end(&self.inbuf) {
+            let head = read_head(&mut &self.inbuf[..end]).map_err(|e| e.into_error())?;
+            self.inbuf.drain(..end);
+            if (100..200).contains(&head.status) {
+                continue; // interim answers (100 Continue) carry nothing
+            }
+            self.head = Some(head);
+            self.state = FlowState::Head;
+            return Ok(());
+        }
+        if self.inbuf.len() > MAX_HEAD {
+            return Err(Error::new(format!(
+                "response head larger than {MAX_HEAD} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    fn take_body(&mut self, mut bytes: &[u8]) -> Result<()> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(());
+        };
+        while !bytes.is_empty() {
+            let (data, used) = match &mut body.framing {
+                BodyFraming::Length(n) => {
+                    let k = (*n - body.written).min(bytes.len() as u64) as usize;
+                    if k == 0 {
+                        return Err(Error::new(
+                            "the server sent more than the body it announced",
+                        ));
+                    }
+                    (&bytes[..k], k)
+                }
+                BodyFraming::Close => (bytes, bytes.len()),
+                BodyFraming::Chunked(c) => c.feed(bytes)?,
+            };
+            body.write(data)?;
+            bytes = &bytes[used..];
+        }
+        Ok(())
+    }
+
+    fn finish_if_complete(&mut self) {
+        let Some(body) = &self.body else { return };
+        let complete = match &body.framing {
+            BodyFraming::Length(n) => body.written == *n,
+            BodyFraming::Chunked(c) => c.finished(),
+            BodyFraming::Close => false,
+        };
+        if complete {
+            self.state = FlowState::Done;
+        }
+    }
+
+    /// The server closed the connection.
+    fn at_eof(&mut self) -> Result<()> {
+        let early = |what: String| Err(Error::with_kind(Kind::Transient, what));
+        match (&self.state, &self.body) {
+            (FlowState::Body, Some(b)) if matches!(b.framing, BodyFraming::Close) => {
+                self.state = FlowState::Done;
+                Ok(())
+            }
+            (FlowState::Body, Some(b)) => early(format!(
+                "connection closed after {} bytes of the body",
+                b.written
+            )),
+            _ => early("connection closed before a response arrived".into()),
+        }
+    }
+
+    /// Fails a flow that moved no byte for too long.
+    fn check_idle(&mut self, now: Instant) {
+        if !matches!(self.state, FlowState::Asking | FlowState::Body) {
+            return;
+        }
+        let limit = match self.connected {
+            true => self.config.idle_limit,
+            false => self.config.connect_timeout,
+        };
+        let rule = self.config.low_speed;
+        let (began, got) = self.window;
+        if self.connected && rule.enabled() && now.duration_since(began) >= rule.time {
+            if got < rule.window_bytes() {
+                self.slow = true;
+                let what = format!(
+                    "registry sent {got} bytes in {} s (below {}/s)",
+                    rule.time.as_secs(),
+                    crate::progress::human_bytes(rule.limit)
+                );
+                return self.settle(Err(Error::with_kind(Kind::Transient, what)));
+            }
+            self.window = (now, 0);
+        }
+        if !limit.is_zero() && now.duration_since(self.last_progress) > limit {
+            let what = match self.connected {
+                true => format!("no data for {} s", limit.as_secs()),
+                false => format!("cannot connect to {}: timed out", self.url.authority()),
+            };
+            self.settle(Err(Error::with_kind(Kind::Transient, what)));
+        }
+    }
+}
+
+impl Body {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.written + data.len() as u64 > self.sink.len {
+            return Err(Error::new("the server sent more than was asked"));
+        }
+        self.sink
+            .file
+            .write_all_at(data, self.sink.at + self.written)
+            .map_err(|e| Error::from(e).context("write the download spool"))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// Where the head ends (just past its empty line), if it has.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + p;
+        match &buf[nl + 1..] {
+            [b'\n', ..] => return Some(nl + 2),
+            [b'\r', b'\n', ..] => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// Waits up to `timeout` for any of `flows` to be ready and moves the ready ones on;
+/// flows that moved nothing for too long fail.
+pub fn poll_flows(flows: &mut [&mut Flow], timeout: Duration) -> Result<()> {
+    let mut fds: Vec<libc::pollfd> = flows
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.sock.as_raw_fd(),
+            events: f.interest(),
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return crate::signal::check();
+        }
+        return Err(Error::from(e).context("poll"));
+    }
+    let now = Instant::now();
+    for (flow, fd) in flows.iter_mut().zip(&fds) {
+        if fd.revents != 0 {
+            flow.advance();
+        }
+        flow.check_idle(now);
+    }
+    Ok(())
+}
+
+/// A TLS client session for `url`'s host; the handshake goes with the first bytes sent.
+fn client_tls(url: &Url, config: &FlowConfig) -> Result<ClientConnection> {
+    let Some(tls) = config.tls.clone() else {
+        return Err(Error::new(
+            "internal error: https flow without TLS configuration",
+        ));
+    };
+    let name = ServerName::try_from(url.host.clone())
+        .map_err(|_| Error::new(format!("invalid TLS server name {:?}", url.host)))?;
+    ClientConnection::new(tls, name).map_err(|e| Error::new(format!("TLS: {e}")))
+}
+
+/// A socket connecting to `url`'s host (its first address) without waiting for it.
+fn connect_nonblocking(url: &Url) -> Result<TcpStream> {
+    let addr = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            Error::with_kind(
+                Kind::Transient,
+                format!("cannot resolve {}", url.authority()),
+            )
+        })?;
+    start_connect(&addr).map_err(|e| connect_error(url, e))
+}
+
+fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let (family, storage, len) = sockaddr(addr);
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain socket(2) call; the descriptor is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(family, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket we own; TcpStream closes it when dropped.
+    let sock = unsafe { TcpStream::from_raw_fd(fd) };
+    // SAFETY: `storage` holds a sockaddr of `len` bytes for `family`.
+    let r = unsafe { libc::connect(fd, &storage as *const _ as *const libc::sockaddr, len) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    sock.set_nodelay(true)?;
+    Ok(sock)
+}
+
+/// `addr` as a C socket address.
+fn sockaddr(addr: &SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as _,
+            )
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: all-zero sockaddr_in6 is valid; the fields are set below.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as _,
+            )
+        }
+    }
+}
+
+fn connect_error(url: &Url, e: io::Error) -> Error {
+    let name = url.authority();
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Error::new(format!("nothing is listening at {name}")),
+        _ => Error::with_kind(Kind::Transient, format!("cannot connect to {name}: {e}")),
+    }
+}
+
+/// Incremental `Transfer-Encoding: chunked` decoding.
+#[derive(Default)]
+struct Chunked {
+    /// The size line (or trailer line) read so far.
+    line: Vec<u8>,
+    /// Data bytes left in the current chunk.
+    left: u64,
+    phase: ChunkPhase,
+}
+
+#[derive(Default, PartialEq)]
+enum ChunkPhase {
+    #[default]
+    Size,
+    Data,
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+    Finished,
+}
+
+impl Chunked {
+    fn finished(&self) -> bool {
+        self.phase == ChunkPhase::Finished
+    }
+
+    /// Consumes a prefix of `bytes`: returns the data in it and how many bytes were used.
+    fn feed<'b>(&mut self, bytes: &'b [u8]) -> Result<(&'b [u8], usize)> {
+        match self.phase {
+            ChunkPhase::Data => {
+                let k = self.left.min(bytes.len() as u64) as usize;
+                self.left -= k as u64;
+                if self.left == 0 {
+                    self.phase = ChunkPhase::DataEnd;
+                }
+                Ok((&bytes[..k], k))
+            }
+            ChunkPhase::Finished => Err(Error::new("bytes after the chunked body's end")),
+            _ => {
+                let used = self.feed_line(bytes)?;
+                Ok((&[], used))
+            }
+        }
+    }
+
+    /// Line-oriented phases: size lines, the CRLF after data, trailers.
+    fn feed_line(&mut self, bytes: &[u8]) -> Result<usize> {
+        let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+            self.line.extend_from_slice(bytes);
+            if self.line.len() > 4096 {
+                return Err(Error::new("malformed chunked body: line too long"));
+            }
+            return Ok(bytes.len());
+        };
+        self.line.extend_from_slice(&bytes[..nl]);
+        let line = std::mem::take(&mut self.line);
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        match self.phase {
+            ChunkPhase::Size => {
+                let text = std::str::from_utf8(line).unwrap_or("");
+                let hex = text.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(hex, 16)
+                    .map_err(|_| Error::new("malformed chunked body: bad chunk size"))?;
+                self.left = size;
+                self.phase = match size {
+                    0 => ChunkPhase::Trailers,
+                    _ => ChunkPhase::Data,
+                };
+            }
+            ChunkPhase::DataEnd if line.is_empty() => self.phase = ChunkPhase::Size,
+            ChunkPhase::DataEnd => {
+                return Err(Error::new("malformed chunked body: no CRLF after a chunk"))
+            }
+            _ if line.is_empty() => self.phase = ChunkPhase::Finished,
+            _ => {} // a trailer field: ignored
+        }
+        Ok(nl + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dechunk(parts: &[&[u8]]) -> Result<(Vec<u8>, bool)> {
+        let mut c = Chunked::default();
+        let mut out = Vec::new();
+        for part in parts {
+            let mut rest: &[u8] = part;
+            while !rest.is_empty() {
+                let (data, used) = c.feed(rest)?;
+                out.extend_from_slice(data);
+                rest = &rest[used..];
+            }
+        }
+        Ok((out, c.finished()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: y\r\n\r\n";
+        assert_eq!(dechunk(&[wire]).unwrap(), (b"Wikipedia".to_vec(), true));
+        for cut in 1..wire.len() {
+            let (a, b) = wire.split_at(cut);
+            assert_eq!(
+                dechunk(&[a, b]).unwrap(),
+                (b"Wikipedia".to_vec(), true),
+                "{cut}"
+            );
+        }
+        assert!(dechunk(&[b"zz\r\n"]).is_err());
+        assert!(dechunk(&[b"2\r\nabX\r\n"]).is_err());
+        assert_eq!(dechunk(&[b"3\r\nab"]).unwrap(), (b"ab".to_vec(), false));
+    }
+
+    #[test]
+    fn head_end_finds_the_empty_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+    }
+}
