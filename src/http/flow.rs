@@ -5,9 +5,9 @@
 //! A flow stops after the response head ([`FlowState::Head`]) until its owner
 //! decides: [`Flow::accept`] sends the body into a range of a file, anything
 //! else drops the flow (and its connection). Each flow has its own connection,
-//! opened for it and closed with it: parallel flows are parallel TCP flows,
-//! which is the point on a lossy link. Flows go direct only (a proxied target
-//! is read the ordinary way) and never retry: their owner decides that too.
+//! kept open for its next request ([`Flow::again`]): parallel flows are parallel
+//! TCP flows, which is the point on a lossy link. Flows go direct only (a proxied
+//! target is read the ordinary way) and never retry: their owner decides that.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -102,17 +102,9 @@ enum BodyFraming {
 }
 
 impl Flow {
-    /// Starts `GET url` with `headers` (Host, User-Agent and Connection are added).
+    /// Starts `GET url` with `headers` (Host and User-Agent are added) on a new connection.
     pub fn get(url: &Url, headers: &[(String, String)], config: &FlowConfig) -> Result<Flow> {
-        let mut headers = headers.to_vec();
-        headers.push(("Connection".into(), "close".into()));
-        let out = head_bytes(&HeadSpec {
-            method: "GET",
-            url,
-            headers: &headers,
-            content_length: None,
-            http_proxy: None,
-        })?;
+        let out = get_bytes(url, headers)?;
         let sock = connect_nonblocking(url)?;
         let tls = match url.https {
             false => None,
@@ -133,6 +125,35 @@ impl Flow {
             slow: false,
             config: config.clone(),
         })
+    }
+
+    /// Sends the next `GET` on this flow's connection, if the last answer is complete
+    /// and left it open, and `url` is on the same origin; `false` leaves it untouched.
+    pub fn again(&mut self, url: &Url, headers: &[(String, String)]) -> Result<bool> {
+        let reusable = matches!(self.state, FlowState::Done)
+            && self.head.as_ref().is_some_and(Head::keep_alive)
+            && self
+                .body
+                .as_ref()
+                .is_some_and(|b| !matches!(b.framing, BodyFraming::Close))
+            && self.inbuf.is_empty()
+            && url.origin() == self.url.origin();
+        if !reusable {
+            return Ok(false);
+        }
+        self.out = get_bytes(url, headers)?;
+        self.url = url.clone();
+        self.head = None;
+        self.body = None;
+        self.state = FlowState::Asking;
+        self.last_progress = Instant::now();
+        self.window = (Instant::now(), 0);
+        Ok(true)
+    }
+
+    /// The URL asked last.
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
     /// Where the flow stands.
@@ -462,6 +483,17 @@ impl Body {
         self.written += data.len() as u64;
         Ok(())
     }
+}
+
+/// The bytes of `GET url` with `headers`.
+fn get_bytes(url: &Url, headers: &[(String, String)]) -> Result<Vec<u8>> {
+    head_bytes(&HeadSpec {
+        method: "GET",
+        url,
+        headers,
+        content_length: None,
+        http_proxy: None,
+    })
 }
 
 /// Where the head ends (just past its empty line), if it has.

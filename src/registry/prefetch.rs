@@ -1,15 +1,18 @@
 //! Several blob downloads at once, in one thread: the blobs an operation will read
 //! next are fetched ahead into a spool (unlinked files in a directory the caller
-//! names) by [`Flow`]s, a large blob in up to [`MAX_PIECES`] `Range` pieces on
-//! connections of their own. On a lossy long link one TCP flow gets a fraction of
-//! the rate; parallel flows get the link. The reader of a blob ([`SpoolReader`])
-//! reads what has arrived, in order, and moves every flow on while it waits.
+//! names) by up to [`MAX_FLOWS`] keep-alive connections ([`Flow`]s), each taking
+//! the next [`CHUNK`] of the blobs in reading order as a `Range` request. On a
+//! lossy long link one TCP flow gets a fraction of the rate; several get the link.
+//! Taking chunks in order keeps the reader ([`SpoolReader`]) fed at the link's
+//! rate instead of waiting for one slow first piece, so little is left to read
+//! when the last byte arrives. The reader moves every flow on while it waits.
 //!
 //! Nothing here is trusted more than a plain download: the reader's caller checks
-//! the digest of every byte, each piece is bounded by its range, and a piece that
-//! fails for good (a status, a server that ignores `Range`, a full disk) hands the
-//! rest of its blob to the ordinary one-request path ([`BlobReader`]), which
-//! retries, resumes and words its errors as always.
+//! the digest of every byte, each chunk is bounded by its range, and a chunk that
+//! fails for good (a status, a wrong `Content-Range`, a full disk, a flow too slow)
+//! hands the rest of its blob to the ordinary one-request path ([`BlobReader`]),
+//! which retries, resumes and words its errors as always. A server that ignores
+//! `Range` sends the whole blob to the first chunk's request, which then takes it.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -24,17 +27,15 @@ use crate::http::{poll_flows, FileRange, Flow, FlowConfig, FlowState, Url};
 use crate::registry::client::Registry;
 use crate::registry::fetch::BlobReader;
 
-/// A blob is cut into pieces of at least this size.
-const MIN_PIECE: u64 = 8 << 20;
-/// At most this many pieces per blob.
-pub const MAX_PIECES: u64 = 4;
-/// At most this many flows at once.
-pub const MAX_FLOWS: usize = 6;
-/// Blobs are started while what is spooled and not yet read stays under this.
-const SPOOL_LIMIT: u64 = 512 << 20;
-/// Redirects a piece follows.
+/// Blobs are fetched in ranges of this size (a smaller blob in one request).
+pub const CHUNK: u64 = 4 << 20;
+/// At most this many connections at once.
+pub const MAX_FLOWS: usize = 4;
+/// Chunks are started while what is spooled and not yet read stays under this.
+const SPOOL_LIMIT: u64 = 256 << 20;
+/// Redirects a chunk follows.
 const MAX_HOPS: u32 = 5;
-/// Times a piece starts again from where it stopped after a transient failure.
+/// Times a chunk starts again from where it stopped after a transient failure.
 const MAX_RESUMES: u32 = 3;
 /// How long a waiting reader sleeps in `poll` at most before looking again.
 const TICK: Duration = Duration::from_millis(200);
@@ -47,43 +48,60 @@ pub struct Prefetch {
     auth: Option<String>,
     config: FlowConfig,
     blobs: Vec<Spooled>,
+    /// Every blob's chunks, in reading order.
+    chunks: Vec<Chunk>,
+    /// Open connections and what each is doing.
+    flows: Vec<(Flow, Job)>,
+}
+
+/// What a connection is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Job {
+    /// Its last answer is complete; it is kept open for the next chunk.
+    Idle,
+    /// Fetching this chunk.
+    Chunk(usize),
+    /// To be closed (an unwanted answer, a failure).
+    Close,
 }
 
 /// One blob being spooled.
 struct Spooled {
     digest: Digest,
     size: u64,
+    /// Where its chunks are asked for (a redirect's target once one was followed).
+    url: Url,
     /// Unlinked: the space goes when the last handle does.
     file: Option<Rc<File>>,
-    pieces: Vec<Piece>,
-    /// Read to its end (or abandoned): its flows and file are gone.
+    /// Read to its end (or handed to the ordinary path): its chunks are dropped.
     released: bool,
 }
 
-/// A byte range of a blob and the flow filling it.
-struct Piece {
+/// A byte range of a blob.
+struct Chunk {
+    blob: usize,
     start: u64,
     end: u64,
     /// Bytes from `start` on that are in the file.
     filled: u64,
-    url: Url,
-    flow: Option<Flow>,
-    /// Where the current flow's body starts.
-    flow_at: u64,
+    /// Where the current request's body starts.
+    asked_at: u64,
     hops: u32,
     resumes: u32,
-    /// Time its failed flows spent without progress (the fallback's budget is charged).
+    /// Time its failed requests spent without progress (the fallback's budget is charged).
     wasted: Duration,
-    state: PieceState,
+    state: ChunkState,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PieceState {
+enum ChunkState {
     Waiting,
     Running,
     Done,
     /// Given up: its reader takes the ordinary path from here.
     Broken,
+    /// The first chunk took the whole blob (the server ignores `Range`).
+    Covered,
 }
 
 /// What [`Prefetch::read_at`] found.
@@ -94,9 +112,19 @@ enum Ready {
     Broken(Duration),
 }
 
+/// What to do with a chunk's response head.
+enum Answer {
+    /// Take a body of this many bytes.
+    Body(u64),
+    /// The server sent the whole blob instead of the range (first chunk only).
+    Whole,
+    Redirect(Url),
+    GiveUp,
+}
+
 impl Prefetch {
     /// Prepares to fetch `blobs` (digest, size) of `repo` into unlinked files in `dir`.
-    /// `None` when the registry cannot be read this way (not talked to yet, or a proxy).
+    /// `None` when the registry cannot be read this way (a proxy stands in the way).
     pub fn start(
         reg: &mut Registry,
         repo: &str,
@@ -110,25 +138,26 @@ impl Prefetch {
         else {
             return Ok(None);
         };
-        let mut spooled = Vec::with_capacity(blobs.len());
-        for (digest, size) in blobs {
-            let file = spool_file(dir, digest)?;
-            let url = url.join(&format!("/v2/{repo}/blobs/{digest}"))?;
-            spooled.push(Spooled {
-                digest: digest.clone(),
-                size: *size,
-                file: Some(Rc::new(file)),
-                pieces: pieces(*size, &url),
-                released: false,
-            });
-        }
         let mut p = Prefetch {
             repo: repo.to_string(),
             origin: url.origin(),
             auth,
             config,
-            blobs: spooled,
+            blobs: Vec::with_capacity(blobs.len()),
+            chunks: Vec::new(),
+            flows: Vec::new(),
         };
+        for (digest, size) in blobs {
+            let blob = p.blobs.len();
+            p.chunks.extend(chunks(blob, *size));
+            p.blobs.push(Spooled {
+                digest: digest.clone(),
+                size: *size,
+                url: url.join(&format!("/v2/{repo}/blobs/{digest}"))?,
+                file: Some(Rc::new(spool_file(dir, digest)?)),
+                released: false,
+            });
+        }
         p.pump(Duration::ZERO)?;
         Ok(Some(p))
     }
@@ -140,98 +169,186 @@ impl Prefetch {
             .position(|b| &b.digest == digest && !b.released)
     }
 
-    /// Starts what may start, then waits up to `timeout` for the flows and settles
-    /// what they did.
+    /// Gives waiting chunks to connections, waits up to `timeout` for them, and
+    /// settles what they did.
     fn pump(&mut self, timeout: Duration) -> Result<()> {
-        self.start_pieces();
-        let mut running: Vec<&mut Flow> = self
-            .blobs
+        self.assign();
+        let mut busy: Vec<&mut Flow> = self
+            .flows
             .iter_mut()
-            .flat_map(|b| b.pieces.iter_mut())
-            .filter_map(|p| p.flow.as_mut())
+            .filter(|(_, j)| matches!(j, Job::Chunk(_)))
+            .map(|(f, _)| f)
             .collect();
-        if running.is_empty() {
+        if busy.is_empty() {
             return Ok(());
         }
-        poll_flows(&mut running, timeout)?;
-        for i in 0..self.blobs.len() {
-            for k in 0..self.blobs[i].pieces.len() {
-                self.settle(i, k);
-            }
+        poll_flows(&mut busy, timeout)?;
+        for i in 0..self.flows.len() {
+            self.settle(i);
         }
+        self.flows.retain(|(_, j)| *j != Job::Close);
+        self.assign();
         Ok(())
     }
 
-    /// Starts waiting pieces, in blob order, while flows and spool allow.
-    fn start_pieces(&mut self) {
-        let mut running = self.running();
+    /// Starts the next waiting chunks, in reading order, on idle connections first,
+    /// then on new ones, while connections and spool allow.
+    fn assign(&mut self) {
         let mut ahead = 0;
-        for b in self.blobs.iter_mut().filter(|b| !b.released) {
-            if ahead > 0 && ahead + b.size > SPOOL_LIMIT {
-                break;
-            }
-            ahead += b.size;
-            if b.file.is_none() {
+        let mut last_blob = usize::MAX;
+        for k in 0..self.chunks.len() {
+            let c = &self.chunks[k];
+            if self.blobs[c.blob].released {
                 continue;
             }
-            for p in b.pieces.iter_mut() {
-                if running >= MAX_FLOWS {
+            if c.blob != last_blob {
+                last_blob = c.blob;
+                let size = self.blobs[c.blob].size;
+                if ahead > 0 && ahead + size > SPOOL_LIMIT {
                     return;
                 }
-                if p.state == PieceState::Waiting {
-                    p.launch(b.size, &self.origin, self.auth.as_deref(), &self.config);
-                    running += usize::from(p.state == PieceState::Running);
-                }
+                ahead += size;
+            }
+            if c.state == ChunkState::Waiting && !self.launch(k) {
+                return;
             }
         }
     }
 
-    fn running(&self) -> usize {
-        self.blobs
-            .iter()
-            .flat_map(|b| &b.pieces)
-            .filter(|p| p.state == PieceState::Running)
-            .count()
+    /// Asks for what is left of chunk `k` on an idle connection or a new one;
+    /// `false` when every connection is busy.
+    fn launch(&mut self, k: usize) -> bool {
+        let c = &self.chunks[k];
+        let b = &self.blobs[c.blob];
+        let from = c.start + c.filled;
+        let mut headers = Vec::new();
+        if from > 0 || c.end < b.size {
+            headers.push(("Range".to_string(), format!("bytes={from}-{}", c.end - 1)));
+        }
+        if let (Some(a), true) = (&self.auth, b.url.origin() == self.origin) {
+            headers.push(("Authorization".to_string(), a.clone()));
+        }
+        let url = b.url.clone();
+        let started = match self.reuse(&url, &headers) {
+            Some(i) => {
+                self.flows[i].1 = Job::Chunk(k);
+                true
+            }
+            None if self.open_flows() >= MAX_FLOWS => return false,
+            None => match Flow::get(&url, &headers, &self.config) {
+                Ok(flow) => {
+                    self.flows.push((flow, Job::Chunk(k)));
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        let c = &mut self.chunks[k];
+        c.asked_at = from;
+        c.state = match started {
+            true => ChunkState::Running,
+            false => ChunkState::Broken,
+        };
+        true
     }
 
-    /// Looks at piece `k` of blob `i` after a poll: its head, its end, its failure.
-    fn settle(&mut self, i: usize, k: usize) {
-        let b = &mut self.blobs[i];
-        let size = b.size;
-        let Some(file) = b.file.clone() else { return };
-        let p = &mut b.pieces[k];
-        let Some(flow) = p.flow.as_mut() else { return };
+    /// Sends the request on an idle connection that can take it; idle ones that
+    /// cannot (closed by the server, another origin) are closed.
+    fn reuse(&mut self, url: &Url, headers: &[(String, String)]) -> Option<usize> {
+        for i in 0..self.flows.len() {
+            let (flow, job) = &mut self.flows[i];
+            if *job != Job::Idle {
+                continue;
+            }
+            match flow.again(url, headers) {
+                Ok(true) => return Some(i),
+                _ => *job = Job::Close,
+            }
+        }
+        None
+    }
+
+    /// Connections that are not being closed.
+    fn open_flows(&self) -> usize {
+        self.flows.iter().filter(|(_, j)| *j != Job::Close).count()
+    }
+
+    /// Looks at connection `i` after a poll: its head, its end, its failure.
+    fn settle(&mut self, i: usize) {
+        let Job::Chunk(k) = self.flows[i].1 else {
+            return;
+        };
+        let (flow, job) = &mut self.flows[i];
+        let c = &mut self.chunks[k];
+        let b = &mut self.blobs[c.blob];
+        let Some(file) = b.file.clone() else {
+            *job = Job::Close; // released meanwhile: the answer is not wanted
+            return;
+        };
         match flow.state() {
             FlowState::Asking => {}
-            FlowState::Body => p.filled = p.flow_at + flow.written() - p.start,
+            FlowState::Body => c.filled = c.asked_at + flow.written() - c.start,
             FlowState::Done => {
-                p.filled = p.flow_at + flow.written() - p.start;
-                p.flow = None;
-                p.state = match p.filled == p.end - p.start {
-                    true => PieceState::Done,
-                    false => PieceState::Waiting, // a short body: ask for the rest
+                c.filled = c.asked_at + flow.written() - c.start;
+                *job = Job::Idle;
+                c.state = match c.filled == c.end - c.start {
+                    true => ChunkState::Done,
+                    false => ChunkState::Waiting, // a short body: ask for the rest
                 };
             }
             FlowState::Failed(e) => {
                 // A slow registry is left to the ordinary path, which words it and keeps the budget.
                 let transient = e.kind() == Kind::Transient && !flow.too_slow();
-                p.filled = p.flow_at + flow.written() - p.start;
-                p.wasted += flow.unproductive();
-                p.flow = None;
-                p.resumes += 1;
-                p.state = match transient && p.resumes <= MAX_RESUMES {
-                    true => PieceState::Waiting,
-                    false => PieceState::Broken,
+                c.filled = c.asked_at + flow.written() - c.start;
+                c.wasted += flow.unproductive();
+                c.resumes += 1;
+                *job = Job::Close;
+                c.state = match transient && c.resumes <= MAX_RESUMES {
+                    true => ChunkState::Waiting,
+                    false => ChunkState::Broken,
                 };
             }
-            FlowState::Head => {
-                let answer = p.answer(size);
-                let whole = matches!(answer, Answer::Whole);
-                p.take(answer, file, size);
-                if whole {
-                    // The server ignores Range: the first piece takes the whole blob.
-                    b.pieces.truncate(1);
+            FlowState::Head => match answer(flow, c, b.size) {
+                Answer::Body(len) => flow.accept(FileRange {
+                    file,
+                    at: c.asked_at,
+                    len,
+                }),
+                Answer::Whole => {
+                    flow.accept(FileRange {
+                        file,
+                        at: 0,
+                        len: b.size,
+                    });
+                    c.end = b.size;
+                    self.cover(k);
                 }
+                Answer::Redirect(url) => {
+                    b.url = url;
+                    c.hops += 1;
+                    c.state = ChunkState::Waiting;
+                    *job = Job::Close;
+                }
+                Answer::GiveUp => {
+                    c.state = ChunkState::Broken;
+                    *job = Job::Close;
+                }
+            },
+        }
+    }
+
+    /// Chunk `k` (a blob's first) takes the whole blob: the blob's other chunks
+    /// are covered by it, and connections working on them are closed.
+    fn cover(&mut self, k: usize) {
+        let blob = self.chunks[k].blob;
+        for (j, c) in self.chunks.iter_mut().enumerate() {
+            if c.blob == blob && j != k {
+                c.state = ChunkState::Covered;
+            }
+        }
+        for (_, job) in self.flows.iter_mut() {
+            if matches!(*job, Job::Chunk(j) if j != k && self.chunks[j].blob == blob) {
+                *job = Job::Close;
             }
         }
     }
@@ -239,154 +356,67 @@ impl Prefetch {
     /// Copies spooled bytes of blob `i` at `pos` into `buf`, if they have arrived.
     fn read_at(&mut self, i: usize, pos: u64, buf: &mut [u8]) -> Result<Ready> {
         let b = &self.blobs[i];
-        let Some(p) = b.pieces.iter().find(|p| p.start <= pos && pos < p.end) else {
+        let Some(file) = &b.file else {
             return Ok(Ready::Broken(Duration::ZERO));
         };
-        let have = p.start + p.filled;
+        let Some(c) = self.chunks.iter().find(|c| {
+            c.blob == i && c.start <= pos && pos < c.end && c.state != ChunkState::Covered
+        }) else {
+            return Ok(Ready::Broken(Duration::ZERO));
+        };
+        let have = c.start + c.filled;
         if have > pos {
             let n = buf.len().min((have - pos).min(usize::MAX as u64) as usize);
-            let Some(file) = &b.file else {
-                return Ok(Ready::Broken(Duration::ZERO));
-            };
             file.read_exact_at(&mut buf[..n], pos)
                 .context("read the download spool")?;
             return Ok(Ready::Data(n));
         }
-        Ok(match p.state {
-            PieceState::Broken => Ready::Broken(p.wasted),
+        Ok(match c.state {
+            ChunkState::Broken => Ready::Broken(c.wasted),
             _ => Ready::Wait,
         })
     }
 
-    /// Blob `i` is read (or taken over): its flows close and its spool goes.
+    /// Blob `i` is read (or handed to the ordinary path): its spool goes, and
+    /// connections still fetching it are closed.
     fn release(&mut self, i: usize) {
         let b = &mut self.blobs[i];
         b.released = true;
         b.file = None;
-        b.pieces.clear();
+        for (_, job) in self.flows.iter_mut() {
+            if matches!(*job, Job::Chunk(k) if self.chunks[k].blob == i) {
+                *job = Job::Close;
+            }
+        }
+        self.flows.retain(|(_, j)| *j != Job::Close);
     }
 }
 
-/// What to do with a piece's response head.
-enum Answer {
-    /// Take a body of this many bytes.
-    Body(u64),
-    /// The server sent the whole blob instead of the range (from the first piece only).
-    Whole,
-    Redirect(Url),
-    GiveUp,
-}
-
-impl Piece {
-    /// A range of `size` bytes of the blob at `url`.
-    fn new(start: u64, end: u64, url: &Url) -> Piece {
-        Piece {
-            start,
-            end,
-            filled: 0,
-            url: url.clone(),
-            flow: None,
-            flow_at: start,
-            hops: 0,
-            resumes: 0,
-            wasted: Duration::ZERO,
-            state: PieceState::Waiting,
-        }
-    }
-
-    /// Whether this request asks for a range (not the whole blob from its start).
-    fn ranged(&self, size: u64) -> bool {
-        self.start + self.filled > 0 || self.end < size
-    }
-
-    /// Opens the flow for what is left of the piece.
-    fn launch(&mut self, size: u64, origin: &str, auth: Option<&str>, config: &FlowConfig) {
-        let from = self.start + self.filled;
-        if from >= self.end {
-            self.state = PieceState::Done;
-            return;
-        }
-        let mut headers = Vec::new();
-        if self.ranged(size) {
-            headers.push((
-                "Range".to_string(),
-                format!("bytes={from}-{}", self.end - 1),
-            ));
-        }
-        if let (Some(a), true) = (auth, self.url.origin() == origin) {
-            headers.push(("Authorization".to_string(), a.to_string()));
-        }
-        match Flow::get(&self.url, &headers, config) {
-            Ok(flow) => {
-                self.flow = Some(flow);
-                self.flow_at = from;
-                self.state = PieceState::Running;
-            }
-            Err(_) => self.state = PieceState::Broken,
-        }
-    }
-
-    /// Acts on what [`Piece::answer`] said.
-    fn take(&mut self, answer: Answer, file: Rc<File>, size: u64) {
-        let Some(flow) = self.flow.as_mut() else {
-            return;
-        };
-        match answer {
-            Answer::Body(len) => flow.accept(FileRange {
-                file,
-                at: self.flow_at,
-                len,
-            }),
-            Answer::Whole => {
-                flow.accept(FileRange {
-                    file,
-                    at: 0,
-                    len: size,
-                });
-                self.end = size;
-            }
-            Answer::Redirect(url) => {
-                self.url = url;
-                self.flow = None;
-                self.hops += 1;
-                self.state = PieceState::Waiting;
-            }
-            Answer::GiveUp => {
-                self.flow = None;
-                self.state = PieceState::Broken;
+/// Checks a chunk's response head against what was asked.
+fn answer(flow: &Flow, c: &Chunk, size: u64) -> Answer {
+    let from = c.asked_at;
+    let ranged = from > 0 || c.end < size;
+    match flow.status() {
+        Some(301 | 302 | 303 | 307 | 308) if c.hops < MAX_HOPS => {
+            match flow.header("location").map(|l| flow.url().join(l)) {
+                Some(Ok(url)) => Answer::Redirect(url),
+                _ => Answer::GiveUp,
             }
         }
-    }
-
-    /// Checks a response head against what was asked.
-    fn answer(&self, size: u64) -> Answer {
-        let Some(flow) = &self.flow else {
-            return Answer::GiveUp;
-        };
-        let from = self.flow_at;
-        let want = self.end - from;
-        match flow.status() {
-            Some(301 | 302 | 303 | 307 | 308) if self.hops < MAX_HOPS => {
-                match flow.header("location").map(|l| self.url.join(l)) {
-                    Some(Ok(url)) => Answer::Redirect(url),
-                    _ => Answer::GiveUp,
-                }
-            }
-            Some(200) if !self.ranged(size) => match flow.content_length() {
-                Some(n) if n != size => Answer::GiveUp,
-                _ => Answer::Body(size),
-            },
-            Some(200) if from == 0 && flow.content_length().map_or(true, |n| n == size) => {
-                Answer::Whole
-            }
-            Some(206) if content_range_ok(flow.header("content-range"), from, self.end, size) => {
-                match flow.content_length() {
-                    Some(n) if n != want => Answer::GiveUp,
-                    _ => Answer::Body(want),
-                }
-            }
-            _ => Answer::GiveUp,
+        Some(200) if !ranged => match flow.content_length() {
+            Some(n) if n != size => Answer::GiveUp,
+            _ => Answer::Body(size),
+        },
+        Some(200) if from == 0 && flow.content_length().map_or(true, |n| n == size) => {
+            Answer::Whole
         }
+        Some(206) if content_range_ok(flow.header("content-range"), from, c.end, size) => {
+            match flow.content_length() {
+                Some(n) if n != c.end - from => Answer::GiveUp,
+                _ => Answer::Body(c.end - from),
+            }
+        }
+        _ => Answer::GiveUp,
     }
 }
 
@@ -405,15 +435,23 @@ fn content_range_ok(value: Option<&str>, from: u64, end: u64, size: u64) -> bool
     a.parse::<u64>() == Ok(from) && b.parse::<u64>() == Ok(end - 1) && total_ok
 }
 
-/// The pieces a blob of `size` bytes is fetched in.
-fn pieces(size: u64, url: &Url) -> Vec<Piece> {
-    let n = (size / MIN_PIECE).clamp(1, MAX_PIECES);
-    let step = size.div_ceil(n).max(1);
+/// The chunks blob number `blob` of `size` bytes is fetched in.
+fn chunks(blob: usize, size: u64) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < size || out.is_empty() {
-        let end = (start + step).min(size);
-        out.push(Piece::new(start, end, url));
+        let end = (start + CHUNK).min(size);
+        out.push(Chunk {
+            blob,
+            start,
+            end,
+            filled: 0,
+            asked_at: start,
+            hops: 0,
+            resumes: 0,
+            wasted: Duration::ZERO,
+            state: ChunkState::Waiting,
+        });
         start = end;
     }
     out
