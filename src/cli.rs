@@ -85,6 +85,8 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+      --connections N      Download blobs ahead on up to N connections at once
+                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const INITRAMFS_HELP: &str = "\
@@ -153,6 +155,8 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+      --connections N      Download blobs ahead on up to N connections at once
+                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const LOGIN_HELP: &str = "\
@@ -175,6 +179,8 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+      --connections N      Download blobs ahead on up to N connections at once
+                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const LOGOUT_HELP: &str = "\
@@ -249,6 +255,8 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
+      --connections N      Download blobs ahead on up to N connections at once
+                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const INSPECT_HELP: &str = "\
@@ -722,7 +730,13 @@ fn parse_help(p: &mut lexopt::Parser) -> Result<Command> {
 }
 
 /// The options [`transport_option`] takes.
-const TRANSPORT_OPTIONS: &[&str] = &["ca-cert", "insecure", "low-speed-limit", "low-speed-time"];
+const TRANSPORT_OPTIONS: &[&str] = &[
+    "ca-cert",
+    "insecure",
+    "low-speed-limit",
+    "low-speed-time",
+    "connections",
+];
 
 /// `--ca-cert`, `--insecure` and the low-speed rule, shared by every command that talks to a registry.
 fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions) -> Result<()> {
@@ -731,6 +745,13 @@ fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions
         "low-speed-limit" => t.low_speed.limit = number_value(p, name)?,
         "low-speed-time" => {
             t.low_speed.time = std::time::Duration::from_secs(number_value(p, name)?)
+        }
+        "connections" => {
+            let n: u64 = number_value(p, name)?;
+            if !(1..=16).contains(&n) {
+                return Err(Error::new(format!("--connections {n}: must be 1 to 16")));
+            }
+            t.connections = n as usize;
         }
         _ => t.insecure.push(string_value(p)?),
     }
@@ -875,6 +896,28 @@ mod tests {
         assert!(matches!(parse(args("--version")), Ok(Command::Version)));
         assert!(parse(args("help frobnicate")).is_err());
         assert!(parse(args("help pull push")).is_err());
+    }
+
+    #[test]
+    fn connections_option_is_bounded() {
+        let Command::Pull(p) = parse(args("pull x")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.connections, 0, "0: the default");
+        let Command::Pull(p) = parse(args("pull x --connections 1")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.connections, 1);
+        let Command::Push(p) = parse(args("push x --connections 16")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.connections, 16);
+        for bad in ["0", "17", "-1", "x"] {
+            assert!(
+                parse(args(&format!("pull x --connections {bad}"))).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

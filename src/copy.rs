@@ -214,7 +214,7 @@ fn start_blobs(
             true => mounted.next().unwrap_or(false).then_some(" (mounted)"),
         })
         .collect();
-    // What is left to send is fetched ahead, several blobs at once, while earlier ones upload.
+    // What is left to send is fetched ahead while earlier blobs upload.
     let to_send: Vec<Descriptor> = all
         .iter()
         .zip(&how)
@@ -222,7 +222,8 @@ fn start_blobs(
         .map(|(d, _)| d.clone())
         .collect();
     if !to_send.is_empty() {
-        src.prefetch(&to_send, &std::env::temp_dir())?;
+        // Uploads are paced by the link: each blob in one request, in order, blobs at once.
+        src.prefetch(&to_send, &std::env::temp_dir(), false)?;
     }
     let mut small = Vec::new();
     for (i, desc) in all.iter().enumerate() {

@@ -48,8 +48,11 @@ pub trait ImageSource {
     /// A blob's bytes (`desc.size` of them), readable again from an offset.
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>>;
     /// Says which blobs will be read next, in order, so that a source that can may
-    /// fetch them ahead, several at once, into unlinked files in `spool`.
-    fn prefetch(&mut self, _blobs: &[Descriptor], _spool: &Path) -> Result<()> {
+    /// fetch them ahead, several at once, into unlinked files in `spool`; `pieces`:
+    /// a large blob may come in `Range` pieces at once too (a reader faster than the
+    /// link, as a pull's; a reader that uploads is paced by the link and reads best
+    /// one blob per request).
+    fn prefetch(&mut self, _blobs: &[Descriptor], _spool: &Path, _pieces: bool) -> Result<()> {
         Ok(())
     }
     /// The registry repository behind this source, if it is one.

@@ -86,7 +86,7 @@ impl ImageSource for TreeSource {
             .context("a layer of the image the tree was pulled from")
     }
 
-    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path) -> Result<()> {
+    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path, pieces: bool) -> Result<()> {
         let config = Digest::of_bytes(&self.config);
         let remote: Vec<Descriptor> = blobs
             .iter()
@@ -96,7 +96,7 @@ impl ImageSource for TreeSource {
         if remote.is_empty() {
             return Ok(());
         }
-        self.origin()?.prefetch(&remote, spool)
+        self.origin()?.prefetch(&remote, spool, pieces)
     }
 
     fn registry_origin(&self) -> Option<RegistryOrigin> {

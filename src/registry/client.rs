@@ -29,6 +29,9 @@ pub struct TransportOptions {
     /// `--mirror`: tried first when reading an image (pull, copy's source, inspect);
     /// never used to push (see `registry::mirrors`).
     pub mirrors: Vec<String>,
+    /// `--connections`: blobs downloaded ahead on up to this many connections (0: the
+    /// default, see `registry::prefetch`; 1: none ahead, one request per blob).
+    pub connections: usize,
 }
 
 /// One request of a pipelined flight ([`Registry::request_many`]).
@@ -67,6 +70,8 @@ pub struct Registry {
     scopes: Vec<String>,
     state: AuthState,
     low_speed: LowSpeed,
+    /// `--connections` (0: the default).
+    connections: usize,
     /// Loopback and `--insecure` registries, until the scheme is settled: plain
     /// HTTP is used first, HTTPS when the server answers plain HTTP with 400.
     may_fall_back: bool,
@@ -113,6 +118,7 @@ impl Registry {
             scopes,
             state: AuthState::Unknown,
             low_speed: transport.low_speed,
+            connections: transport.connections,
             may_fall_back,
         })
     }
@@ -487,6 +493,11 @@ impl Registry {
             AuthState::Bearer { token: Some(t), .. } => Some(format!("Bearer {t}")),
             _ => None,
         }
+    }
+
+    /// How many connections blobs may be downloaded ahead on (`--connections`; 0: the default).
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     /// What a [`crate::http::Flow`] for `path` needs: its URL, the flow settings and

@@ -1,6 +1,6 @@
 //! Several blob downloads at once, in one thread: the blobs an operation will read
 //! next are fetched ahead into a spool (unlinked files in a directory the caller
-//! names) by up to [`MAX_FLOWS`] keep-alive connections ([`Flow`]s), each taking
+//! names) by up to [`DEFAULT_FLOWS`] (`--connections`) keep-alive connections ([`Flow`]s), each taking
 //! the next [`CHUNK`] of the blobs in reading order as a `Range` request. On a
 //! lossy long link one TCP flow gets a fraction of the rate; several get the link.
 //! Taking chunks in order keeps the reader ([`SpoolReader`]) fed at the link's
@@ -27,12 +27,16 @@ use crate::http::{poll_flows, FileRange, Flow, FlowConfig, FlowState, Url};
 use crate::registry::client::Registry;
 use crate::registry::fetch::BlobReader;
 
-/// Blobs are fetched in ranges of this size (a smaller blob in one request).
+/// Blobs are fetched in ranges of at most this size (a smaller blob in one request).
 pub const CHUNK: u64 = 4 << 20;
-/// At most this many connections at once.
-pub const MAX_FLOWS: usize = 4;
-/// Chunks are started while what is spooled and not yet read stays under this.
-const SPOOL_LIMIT: u64 = 256 << 20;
+/// A blob's first range: its reader can start soon.
+const FIRST_CHUNK: u64 = 1 << 20;
+/// At most this many connections at once, unless `--connections` says otherwise.
+pub const DEFAULT_FLOWS: usize = 4;
+/// Chunks start at most this far ahead of the reader (in reading order): a reader
+/// slower than the link (an upload to another registry) paces the downloads instead
+/// of letting them fill the link both ways and the spool.
+const AHEAD: u64 = 32 << 20;
 /// Redirects a chunk follows.
 const MAX_HOPS: u32 = 5;
 /// Times a chunk starts again from where it stopped after a transient failure.
@@ -52,6 +56,10 @@ pub struct Prefetch {
     chunks: Vec<Chunk>,
     /// Open connections and what each is doing.
     flows: Vec<(Flow, Job)>,
+    /// The blob a reader is reading now.
+    reading: Option<usize>,
+    /// At most this many connections.
+    max_flows: usize,
 }
 
 /// What a connection is doing.
@@ -73,6 +81,10 @@ struct Spooled {
     url: Url,
     /// Unlinked: the space goes when the last handle does.
     file: Option<Rc<File>>,
+    /// Where its bytes start in reading order (the sizes of the blobs before it).
+    offset: u64,
+    /// How far its reader has read.
+    read: u64,
     /// Read to its end (or handed to the ordinary path): its chunks are dropped.
     released: bool,
 }
@@ -130,8 +142,13 @@ impl Prefetch {
         repo: &str,
         blobs: &[(Digest, u64)],
         dir: &Path,
+        pieces: bool,
     ) -> Result<Option<Prefetch>> {
-        let Some((first, _)) = blobs.first() else {
+        let max_flows = match reg.connections() {
+            0 => DEFAULT_FLOWS,
+            n => n,
+        };
+        let Some((first, _)) = blobs.first().filter(|_| max_flows > 1) else {
             return Ok(None);
         };
         let Some((url, config, auth)) = reg.flow_setup(&format!("/v2/{repo}/blobs/{first}"))?
@@ -146,17 +163,23 @@ impl Prefetch {
             blobs: Vec::with_capacity(blobs.len()),
             chunks: Vec::new(),
             flows: Vec::new(),
+            reading: None,
+            max_flows,
         };
+        let mut offset = 0;
         for (digest, size) in blobs {
             let blob = p.blobs.len();
-            p.chunks.extend(chunks(blob, *size));
+            p.chunks.extend(chunks(blob, *size, pieces));
             p.blobs.push(Spooled {
                 digest: digest.clone(),
                 size: *size,
                 url: url.join(&format!("/v2/{repo}/blobs/{digest}"))?,
                 file: Some(Rc::new(spool_file(dir, digest)?)),
+                offset,
+                read: 0,
                 released: false,
             });
+            offset += size;
         }
         p.pump(Duration::ZERO)?;
         Ok(Some(p))
@@ -192,27 +215,33 @@ impl Prefetch {
     }
 
     /// Starts the next waiting chunks, in reading order, on idle connections first,
-    /// then on new ones, while connections and spool allow.
+    /// then on new ones, while connections allow and up to [`AHEAD`] of the reader.
     fn assign(&mut self) {
-        let mut ahead = 0;
-        let mut last_blob = usize::MAX;
-        for k in 0..self.chunks.len() {
+        let limit = self.frontier().saturating_add(AHEAD);
+        // The blob being read first: a reader may take a blob out of order (copy
+        // sends the small ones first).
+        let reading = self.reading;
+        let first = (0..self.chunks.len()).filter(|&k| Some(self.chunks[k].blob) == reading);
+        let order: Vec<usize> = first.chain(0..self.chunks.len()).collect();
+        for k in order {
             let c = &self.chunks[k];
-            if self.blobs[c.blob].released {
+            let b = &self.blobs[c.blob];
+            if b.released || c.state != ChunkState::Waiting {
                 continue;
             }
-            if c.blob != last_blob {
-                last_blob = c.blob;
-                let size = self.blobs[c.blob].size;
-                if ahead > 0 && ahead + size > SPOOL_LIMIT {
-                    return;
-                }
-                ahead += size;
-            }
-            if c.state == ChunkState::Waiting && !self.launch(k) {
+            if b.offset + c.start >= limit || !self.launch(k) {
                 return;
             }
         }
+    }
+
+    /// Where reading stands, in reading order: the blob being read (else the first
+    /// one not read to its end), at its reader's position.
+    fn frontier(&self) -> u64 {
+        let current = self.reading.and_then(|i| self.blobs.get(i));
+        current
+            .or_else(|| self.blobs.iter().find(|b| !b.released))
+            .map_or(u64::MAX, |b| b.offset + b.read)
     }
 
     /// Asks for what is left of chunk `k` on an idle connection or a new one;
@@ -229,12 +258,15 @@ impl Prefetch {
             headers.push(("Authorization".to_string(), a.clone()));
         }
         let url = b.url.clone();
+        // The blob being read may have one connection more: it need not wait for a
+        // chunk of a later blob to end.
+        let most = self.max_flows + usize::from(self.reading == Some(c.blob));
         let started = match self.reuse(&url, &headers) {
             Some(i) => {
                 self.flows[i].1 = Job::Chunk(k);
                 true
             }
-            None if self.open_flows() >= MAX_FLOWS => return false,
+            None if self.open_flows() >= most => return false,
             None => match Flow::get(&url, &headers, &self.config) {
                 Ok(flow) => {
                     self.flows.push((flow, Job::Chunk(k)));
@@ -380,6 +412,9 @@ impl Prefetch {
     /// Blob `i` is read (or handed to the ordinary path): its spool goes, and
     /// connections still fetching it are closed.
     fn release(&mut self, i: usize) {
+        if self.reading == Some(i) {
+            self.reading = None;
+        }
         let b = &mut self.blobs[i];
         b.released = true;
         b.file = None;
@@ -435,12 +470,19 @@ fn content_range_ok(value: Option<&str>, from: u64, end: u64, size: u64) -> bool
     a.parse::<u64>() == Ok(from) && b.parse::<u64>() == Ok(end - 1) && total_ok
 }
 
-/// The chunks blob number `blob` of `size` bytes is fetched in.
-fn chunks(blob: usize, size: u64) -> Vec<Chunk> {
+/// The chunks blob number `blob` of `size` bytes is fetched in: one, or (`pieces`)
+/// chunks growing from [`FIRST_CHUNK`] to [`CHUNK`], so that the first bytes come
+/// soon and the chunks running at once do not all end together.
+fn chunks(blob: usize, size: u64, pieces: bool) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut start = 0;
+    let mut step = FIRST_CHUNK;
     while start < size || out.is_empty() {
-        let end = (start + CHUNK).min(size);
+        let end = match pieces {
+            true => (start + step).min(size),
+            false => size,
+        };
+        step = (step * 2).min(CHUNK);
         out.push(Chunk {
             blob,
             start,
@@ -491,6 +533,7 @@ pub struct SpoolReader<'a> {
 impl<'a> SpoolReader<'a> {
     /// The reader of blob `index` (see [`Prefetch::find`]).
     pub fn new(prefetch: &'a mut Prefetch, reg: &'a mut Registry, index: usize) -> SpoolReader<'a> {
+        prefetch.reading = Some(index);
         let b = &prefetch.blobs[index];
         let (digest, size) = (b.digest.clone(), b.size);
         SpoolReader {
@@ -524,6 +567,7 @@ impl<'a> SpoolReader<'a> {
             match self.prefetch.read_at(self.index, self.pos, buf)? {
                 Ready::Data(n) => {
                     self.pos += n as u64;
+                    self.prefetch.blobs[self.index].read = self.pos;
                     return Ok(n);
                 }
                 Ready::Wait => self.prefetch.pump(TICK)?,
