@@ -293,7 +293,15 @@ impl Prefetch {
                 *job = Job::Idle;
                 c.state = match c.filled == c.end - c.start {
                     true => ChunkState::Done,
-                    false => ChunkState::Waiting, // a short body: ask for the rest
+                    // A short body (ended by the connection): ask for the rest, as
+                    // many times as after a transient failure, not forever.
+                    false => {
+                        c.resumes += 1;
+                        match c.resumes <= MAX_RESUMES {
+                            true => ChunkState::Waiting,
+                            false => ChunkState::Broken,
+                        }
+                    }
                 };
             }
             FlowState::Failed(e) => {
