@@ -52,6 +52,8 @@ pub struct Prefetch {
     chunks: Vec<Chunk>,
     /// Open connections and what each is doing.
     flows: Vec<(Flow, Job)>,
+    /// The blob a reader waits for: its chunks go first, spool limit or not.
+    reading: Option<usize>,
 }
 
 /// What a connection is doing.
@@ -146,6 +148,7 @@ impl Prefetch {
             blobs: Vec::with_capacity(blobs.len()),
             chunks: Vec::new(),
             flows: Vec::new(),
+            reading: None,
         };
         for (digest, size) in blobs {
             let blob = p.blobs.len();
@@ -194,6 +197,9 @@ impl Prefetch {
     /// Starts the next waiting chunks, in reading order, on idle connections first,
     /// then on new ones, while connections and spool allow.
     fn assign(&mut self) {
+        if !self.assign_reading() {
+            return;
+        }
         let mut ahead = 0;
         let mut last_blob = usize::MAX;
         for k in 0..self.chunks.len() {
@@ -213,6 +219,23 @@ impl Prefetch {
                 return;
             }
         }
+    }
+
+    /// Starts the waiting chunks of the blob being read, whatever is ahead of it (a
+    /// blob read out of order, e.g. a small one first, would wait forever behind
+    /// blobs the spool limit keeps from starting); `false` when every connection
+    /// is busy.
+    fn assign_reading(&mut self) -> bool {
+        let Some(i) = self.reading.filter(|&i| !self.blobs[i].released) else {
+            return true;
+        };
+        for k in 0..self.chunks.len() {
+            let c = &self.chunks[k];
+            if c.blob == i && c.state == ChunkState::Waiting && !self.launch(k) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Asks for what is left of chunk `k` on an idle connection or a new one;
@@ -528,6 +551,7 @@ impl<'a> SpoolReader<'a> {
                 return Ok(0);
             }
             crate::signal::check()?;
+            self.prefetch.reading = Some(self.index);
             self.prefetch.pump(Duration::ZERO)?;
             match self.prefetch.read_at(self.index, self.pos, buf)? {
                 Ready::Data(n) => {
