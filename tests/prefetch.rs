@@ -10,7 +10,10 @@
 mod common;
 
 use common::faultproxy::{Action, FaultProxy, Rule, Seen};
-use common::fixtures::{noise, push, set_all_mtimes, umoci, Layout, TarBuilder, EPOCH};
+use common::fixtures::{
+    noise, push, set_all_mtimes, umoci, Layout, TarBuilder, EPOCH, OCI_CONFIG, OCI_LAYER_TAR,
+    OCI_MANIFEST,
+};
 use common::oci::manifest_layers;
 use common::registry::{Mode, Registry};
 use common::tree::{assert_same_tree, snapshot, Tree};
@@ -18,8 +21,9 @@ use common::{
     assert_clean_failure, assert_success, barge, require_tool, run, sha256_hex, DirState, TempDir,
 };
 use std::fs;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -717,4 +721,153 @@ fn partial_answers(reg: &Registry, mark: usize, blob: &str) -> usize {
         .into_iter()
         .filter(|a| a.method == "GET" && a.path.ends_with(blob) && a.status == 206)
         .count()
+}
+
+// ------------------------------------------------------------------ spool limit
+
+/// The wide image: an uncompressed 260 MiB layer (more than the 256 MiB prefetch
+/// spools ahead), then a small one.
+const WIDE: &str = "prefetch/wide:1";
+const WIDE_LEN: u64 = 260 << 20;
+
+/// A plain registry holding [`WIDE`] (pushed by `barge copy` from a layout written
+/// here: no compression, so the blob keeps its size), and the manifest's digest.
+fn wide() -> &'static (Registry, String, TempDir) {
+    static W: OnceLock<(Registry, String, TempDir)> = OnceLock::new();
+    W.get_or_init(|| {
+        let dir = TempDir::new("prefetch-wide");
+        let layout = Layout::init(&dir.join("layout"));
+        let big = zeros_layer(&layout, WIDE_LEN);
+        let mut t = TarBuilder::new();
+        t.dir("etc/", 0o755).file("etc/last", 0o644, b"the small layer\n");
+        let small = layout.write_blob(&t.finish());
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+            big.0, small.0
+        );
+        let (cd, cs) = layout.write_blob(config.as_bytes());
+        let layer = |(d, s): &(String, u64)| {
+            format!(r#"{{"mediaType":"{OCI_LAYER_TAR}","digest":"{d}","size":{s}}}"#)
+        };
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{cd}","size":{cs}}},"layers":[{},{}]}}"#,
+            layer(&big),
+            layer(&small)
+        );
+        let (md, ms) = layout.write_blob(manifest.as_bytes());
+        fs::write(
+            layout.dir.join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
+        layout.set_tag("wide", OCI_MANIFEST, &md, ms);
+        let registry = Registry::start(Mode::Plain);
+        let source = format!("oci:{}:wide", layout.dir.display());
+        assert_success(&barge(&["copy", "-q", &source, &registry.image(WIDE)]));
+        fs::remove_dir_all(&layout.dir).unwrap();
+        (registry, md, dir)
+    })
+}
+
+/// Writes a layer blob into `layout`: a tar of one file of `len` zero bytes,
+/// streamed; returns (digest, size).
+fn zeros_layer(layout: &Layout, len: u64) -> (String, u64) {
+    let tmp = layout.dir.join("blobs/sha256/zeros.tmp");
+    let file = fs::File::create(&tmp).unwrap();
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut header = tar::Header::new_ustar();
+    header.set_size(len);
+    header.set_mode(0o644);
+    header.set_mtime(EPOCH as u64);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "zeros", std::io::repeat(0).take(len))
+        .unwrap();
+    tar.into_inner().unwrap().flush().unwrap();
+    let digest = format!("sha256:{}", file_sha256(&tmp));
+    let size = fs::metadata(&tmp).unwrap().len();
+    fs::rename(&tmp, layout.blob_path(&digest)).unwrap();
+    (digest, size)
+}
+
+/// Lowercase hex sha256 of a file, read in pieces.
+fn file_sha256(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut f = fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    common::hex(&h.finalize())
+}
+
+/// Runs `barge ARGS` (in a clean environment, as [`barge`] does), killed after
+/// `limit`: `None` then.
+fn barge_within(args: &[&str], limit: Duration) -> Option<Output> {
+    let home = TempDir::new("prefetch-home");
+    let mut cmd = Command::new(common::barge_path());
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "REGISTRY_AUTH_FILE",
+        "BARGE_TEST_BIN",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .args(args)
+        .env("HOME", home.path())
+        .env("DOCKER_CONFIG", home.path())
+        .env("XDG_RUNTIME_DIR", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run barge");
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if child.try_wait().expect("wait for barge").is_some() {
+            return Some(child.wait_with_output().expect("barge output"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// `barge copy` reads small blobs first: the small layer behind a layer larger than
+/// the spool limit must still be fetched (it waited forever, spinning, for a blob
+/// the limit kept from starting).
+#[test]
+fn a_small_layer_behind_a_huge_one_is_not_waited_for_forever() {
+    let (reg, digest, _) = wide();
+    let tmp = TempDir::new("prefetch-wide-copy");
+    let dest = oci(&tmp.join("layout"), "x");
+    let t0 = Instant::now();
+    let out = barge_within(
+        &["copy", "-q", &reg.image(WIDE), &dest],
+        Duration::from_secs(60),
+    );
+    let out = out.unwrap_or_else(|| panic!("barge copy still running after 60 s"));
+    assert_success(&out);
+    eprintln!(
+        "copy of a 260 MiB layer and a small one: {:?}",
+        t0.elapsed()
+    );
+    let layout = Layout {
+        dir: tmp.join("layout"),
+    };
+    assert_eq!(&layout.digest("x"), digest);
+    assert_blobs_verified(&layout.dir);
 }
