@@ -325,7 +325,15 @@ impl Prefetch {
                 *job = Job::Idle;
                 c.state = match c.filled == c.end - c.start {
                     true => ChunkState::Done,
-                    false => ChunkState::Waiting, // a short body: ask for the rest
+                    // A short body (ended by the connection): ask for the rest, as
+                    // many times as after a transient failure, not forever.
+                    false => {
+                        c.resumes += 1;
+                        match c.resumes <= MAX_RESUMES {
+                            true => ChunkState::Waiting,
+                            false => ChunkState::Broken,
+                        }
+                    }
                 };
             }
             FlowState::Failed(e) => {
@@ -563,6 +571,7 @@ impl<'a> SpoolReader<'a> {
                 return Ok(0);
             }
             crate::signal::check()?;
+            self.prefetch.reading = Some(self.index);
             self.prefetch.pump(Duration::ZERO)?;
             match self.prefetch.read_at(self.index, self.pos, buf)? {
                 Ready::Data(n) => {

@@ -7,7 +7,11 @@
 //! through untouched. Threads only, bounded in time: after its lifetime (or when
 //! dropped) the proxy closes every connection and its threads end by themselves.
 //! It also counts connections and flights (round trips: client bytes that arrive
-//! after answer bytes went back on that connection, or first on it).
+//! after answer bytes went back on that connection, or first on it), and records
+//! every request it saw (connection, method, target, `Range` header) and the most
+//! connections open at once. For ranged downloads it can strip the `Range` header,
+//! answer a status or a redirect itself, cut an answer short, or make a 206 lie (a
+//! shifted `Content-Range`, or another range's bytes under the right label).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -37,6 +41,27 @@ pub enum Action {
     /// Forward the request and its answer, then close the client's connection
     /// (FIN), dropping requests pipelined behind it: a keep-alive close mid-flight.
     CloseAfterAnswer,
+    /// Forward the answer's first `after` bytes, then close the client's connection
+    /// (FIN): a body cut short.
+    CloseMidAnswer { after: usize },
+    /// Forward the request without its `Range` header: a registry that ignores Range.
+    StripRange,
+    /// Answer this status (with a small JSON error body) without forwarding; only
+    /// requests without a body match.
+    Status(u16),
+    /// Answer `307` to the same target at `127.0.0.1:port` (another origin);
+    /// only requests without a body match.
+    RedirectTo { port: u16 },
+    /// Forward; rewrite the answer's `Content-Range` to claim the bytes one further
+    /// on (the body unchanged).
+    ShiftContentRange,
+    /// Forward `Range: bytes=A-B` (A > 0 only) as `bytes=0-(B-A)` and label the
+    /// answer `Content-Range: bytes A-B/…`: a right-looking 206 with wrong bytes.
+    OtherBytes,
+    /// Forward; drop the answer's `Content-Length` (its body then ends with the
+    /// connection) and close after `body` bytes of the body: a short body that
+    /// looks complete.
+    ShortUnsized { body: usize },
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -44,21 +69,43 @@ pub enum Action {
 pub struct Rule {
     pub method: &'static str,
     /// A substring of the request target.
-    pub path: &'static str,
+    pub path: String,
     pub action: Action,
     /// How many matching requests get the fault (rules are tried in order).
     pub times: usize,
+    /// Only requests that carry a `Range` header match.
+    pub ranged: bool,
 }
 
 impl Rule {
-    pub fn new(method: &'static str, path: &'static str, action: Action, times: usize) -> Rule {
+    pub fn new(method: &'static str, path: &str, action: Action, times: usize) -> Rule {
         Rule {
             method,
-            path,
+            path: path.to_string(),
             action,
             times,
+            ranged: false,
         }
     }
+
+    /// Like [`Rule::new`], for requests with a `Range` header only.
+    pub fn ranged(method: &'static str, path: &str, action: Action, times: usize) -> Rule {
+        Rule {
+            ranged: true,
+            ..Rule::new(method, path, action, times)
+        }
+    }
+}
+
+/// A request the proxy saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The client connection it came on (numbered from 1 in accept order).
+    pub conn: usize,
+    pub method: String,
+    pub target: String,
+    /// Its `Range` header, as the client sent it.
+    pub range: Option<String>,
 }
 
 /// Shared by the proxy's threads.
@@ -67,7 +114,11 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     hits: AtomicUsize,
     connections: AtomicUsize,
+    /// Client connections open now, and the most open at once.
+    open: AtomicUsize,
+    max_open: AtomicUsize,
     flights: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
     stop: AtomicBool,
     until: Instant,
 }
@@ -78,15 +129,25 @@ impl Shared {
     }
 
     /// The action for a request, if a rule with turns left matches (and uses one turn).
-    /// A reset only matches a body longer than the bytes it lets through.
-    fn action_for(&self, method: &str, target: &str, body_len: usize) -> Option<Action> {
+    /// A reset only matches a body longer than the bytes it lets through, a status
+    /// only a request without a body, other bytes only a range not from 0.
+    fn action_for(
+        &self,
+        method: &str,
+        target: &str,
+        body_len: usize,
+        range: Option<&str>,
+    ) -> Option<Action> {
         let mut rules = self.rules.lock().unwrap();
         let rule = rules.iter_mut().find(|r| {
-            let long_enough = match r.action {
+            let fits = match r.action {
                 Action::ResetBody { after } => body_len > after,
+                Action::Status(_) | Action::RedirectTo { .. } => body_len == 0,
+                Action::OtherBytes => range.and_then(parse_range).is_some_and(|(a, _)| a > 0),
                 _ => true,
             };
-            r.times > 0 && r.method == method && target.contains(r.path) && long_enough
+            let range_ok = !r.ranged || range.is_some();
+            r.times > 0 && r.method == method && target.contains(&r.path) && fits && range_ok
         })?;
         rule.times -= 1;
         self.hits.fetch_add(1, Ordering::SeqCst);
@@ -113,7 +174,10 @@ impl FaultProxy {
             rules: Mutex::new(rules),
             hits: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            max_open: AtomicUsize::new(0),
             flights: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             until: Instant::now() + lifetime,
         });
@@ -147,6 +211,21 @@ impl FaultProxy {
     pub fn flights(&self) -> usize {
         self.shared.flights.load(Ordering::SeqCst)
     }
+
+    /// Adds a rule after the ones given at the start.
+    pub fn add_rule(&self, rule: Rule) {
+        self.shared.rules.lock().unwrap().push(rule);
+    }
+
+    /// The most client connections that were open at once.
+    pub fn max_open(&self) -> usize {
+        self.shared.max_open.load(Ordering::SeqCst)
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -176,6 +255,19 @@ struct Armed {
     forwarded: usize,
     /// Answer bytes went back since the client last sent (the next bytes it sends start a flight).
     answered: bool,
+    /// The answer's `Content-Range` is to be rewritten.
+    rewrite: Option<Rewrite>,
+}
+
+/// How an answer's `Content-Range: bytes X-Y/TOTAL` is rewritten.
+#[derive(Clone, Copy, Debug)]
+enum Rewrite {
+    /// To `bytes X+1-Y+1/TOTAL`.
+    Shift,
+    /// To `bytes A-B/TOTAL`.
+    Claim(u64, u64),
+    /// No `Content-Length`, and the connection closed after this many body bytes.
+    Unsized(usize),
 }
 
 /// One client connection: requests upstream (parsed), responses back (faulted when armed).
@@ -187,7 +279,9 @@ fn serve(client: TcpStream, shared: Arc<Shared>) {
         let _ = s.set_read_timeout(Some(POLL));
         let _ = s.set_nodelay(true);
     }
-    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let conn = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_open.fetch_max(open, Ordering::SeqCst);
     let armed = Arc::new(Mutex::new(Armed {
         answered: true,
         ..Armed::default()
@@ -198,7 +292,8 @@ fn serve(client: TcpStream, shared: Arc<Shared>) {
         let (armed, done, shared) = (armed.clone(), done.clone(), shared.clone());
         thread::spawn(move || responses(from, to, &armed, &done, &shared))
     };
-    let was_reset = requests(&client, &upstream, &armed, &done, &shared);
+    let was_reset = requests(conn, &client, &upstream, &armed, &done, &shared);
+    shared.open.fetch_sub(1, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
     let _ = back.join();
     if !was_reset {
@@ -211,7 +306,8 @@ fn serve(client: TcpStream, shared: Arc<Shared>) {
 /// Client → upstream, one request at a time; arms response faults, performs resets.
 /// True when it ended with a reset.
 fn requests(
-    client: &TcpStream,
+    conn: usize,
+    mut client: &TcpStream,
     mut upstream: &TcpStream,
     armed: &Mutex<Armed>,
     done: &AtomicBool,
@@ -219,7 +315,7 @@ fn requests(
 ) -> bool {
     let mut pending = Vec::new();
     loop {
-        let Some(head_len) = read_head(client, &mut pending, armed, done, shared) else {
+        let Some(mut head_len) = read_head(client, &mut pending, armed, done, shared) else {
             return false;
         };
         if head_len == 0 {
@@ -234,19 +330,46 @@ fn requests(
         let mut words = head.split(' ');
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let body_len = content_length(&head);
-        let action = shared.action_for(method, target, body_len);
-        if let Some(
-            a @ (Action::Trickle { .. }
-            | Action::Stall { .. }
-            | Action::DropAnswer
-            | Action::CloseAfterAnswer),
-        ) = action
-        {
-            let mut armed = armed.lock().unwrap();
-            (armed.action, armed.forwarded) = (Some(a), 0);
-        } else {
-            let mut armed = armed.lock().unwrap();
-            (armed.action, armed.forwarded) = (None, 0);
+        let range = header(&head, "range");
+        shared.seen.lock().unwrap().push(Seen {
+            conn,
+            method: method.to_string(),
+            target: target.to_string(),
+            range: range.clone(),
+        });
+        let action = shared.action_for(method, target, body_len, range.as_deref());
+        arm(armed, action, range.as_deref());
+        let answer = match action {
+            Some(Action::Status(code)) => Some(status_answer(code)),
+            Some(Action::RedirectTo { port }) => Some(format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}{target}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            pending.drain(..head_len);
+            if client.write_all(answer.as_bytes()).is_err() {
+                return false;
+            }
+            armed.lock().unwrap().answered = true;
+            continue;
+        }
+        let new_head = match (action, range.as_deref().and_then(parse_range)) {
+            (Some(Action::StripRange), _) => Some(edit_head(&head, "range", None)),
+            (Some(Action::OtherBytes), Some((a, b))) => {
+                let other = format!("bytes=0-{}", b.saturating_sub(a));
+                Some(edit_head(&head, "range", Some(&other)))
+            }
+            _ => None,
+        };
+        if let Some(h) = new_head {
+            pending.splice(..head_len, h.into_bytes());
+            head_len = pending
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(0)
+                + 4;
         }
         let reset_after = match action {
             Some(Action::ResetBody { after }) => Some(after),
@@ -276,6 +399,96 @@ fn requests(
             return false;
         }
     }
+}
+
+/// Arms (or disarms) the fault for the answer to the request now going upstream.
+fn arm(armed: &Mutex<Armed>, action: Option<Action>, range: Option<&str>) {
+    let mut armed = armed.lock().unwrap();
+    armed.forwarded = 0;
+    armed.action = match action {
+        Some(
+            a @ (Action::Trickle { .. }
+            | Action::Stall { .. }
+            | Action::DropAnswer
+            | Action::CloseAfterAnswer
+            | Action::CloseMidAnswer { .. }),
+        ) => Some(a),
+        _ => None,
+    };
+    armed.rewrite = match (action, range.and_then(parse_range)) {
+        (Some(Action::ShiftContentRange), _) => Some(Rewrite::Shift),
+        (Some(Action::OtherBytes), Some((a, b))) => Some(Rewrite::Claim(a, b)),
+        (Some(Action::ShortUnsized { body }), _) => Some(Rewrite::Unsized(body)),
+        _ => None,
+    };
+}
+
+/// A whole answer with `code` and a registry-style JSON error body.
+fn status_answer(code: u16) -> String {
+    let body = format!(r#"{{"errors":[{{"code":"UNKNOWN","message":"fault proxy: {code}"}}]}}"#);
+    format!(
+        "HTTP/1.1 {code} Fault\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The first value of header `name` (case-insensitive) in a head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// `head` with header `name` removed, or replaced by `name: value`.
+fn edit_head(head: &str, name: &str, value: Option<&str>) -> String {
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        let named = line
+            .split_once(':')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name));
+        match (named, value) {
+            (false, _) if !line.is_empty() => out.push_str(&format!("{line}\r\n")),
+            (true, Some(v)) => out.push_str(&format!("{name}: {v}\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str("\r\n");
+    out
+}
+
+/// `bytes=A-B` as (A, B).
+fn parse_range(v: &str) -> Option<(u64, u64)> {
+    let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A response head with its `Content-Range` rewritten.
+fn rewrite_content_range(head: &str, how: Rewrite) -> String {
+    let Some(old) = header(head, "content-range") else {
+        return head.to_string();
+    };
+    let parsed = old
+        .strip_prefix("bytes ")
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(r, total)| {
+            let (x, y) = r.split_once('-')?;
+            Some((x.parse::<u64>().ok()?, y.parse::<u64>().ok()?, total))
+        });
+    let Some((x, y, total)) = parsed else {
+        return head.to_string();
+    };
+    let (a, b) = match how {
+        Rewrite::Shift => (x + 1, y + 1),
+        Rewrite::Claim(a, b) => (a, b),
+        Rewrite::Unsized(_) => return head.to_string(),
+    };
+    edit_head(
+        head.trim_end_matches("\r\n"),
+        "Content-Range",
+        Some(&format!("bytes {a}-{b}/{total}")),
+    )
 }
 
 /// Waits (up to 10 s) until the registry's answer has started and been dropped.
@@ -366,6 +579,7 @@ fn responses(
     shared: &Shared,
 ) {
     let mut buf = [0u8; 64 * 1024];
+    let mut held = Vec::new();
     while !shared.stopping() && !done.load(Ordering::SeqCst) {
         let n = match upstream.read(&mut buf) {
             Ok(0) => break,
@@ -373,7 +587,35 @@ fn responses(
             Err(e) if is_timeout(&e) => continue,
             Err(_) => break,
         };
-        if !deliver(&mut client, &buf[..n], armed, done, shared) {
+        let rewrite = armed.lock().unwrap().rewrite;
+        let data = match rewrite {
+            None => buf[..n].to_vec(),
+            Some(how) => {
+                held.extend_from_slice(&buf[..n]);
+                let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&held[..end + 4]).into_owned();
+                let head = match how {
+                    Rewrite::Unsized(_) => edit_head(&head, "content-length", None),
+                    _ => rewrite_content_range(&head, how),
+                };
+                let mut a = armed.lock().unwrap();
+                a.rewrite = None;
+                if let Rewrite::Unsized(body) = how {
+                    a.action = Some(Action::CloseMidAnswer {
+                        after: head.len() + body,
+                    });
+                    a.forwarded = 0;
+                }
+                drop(a);
+                let mut data = head.into_bytes();
+                data.extend_from_slice(&held[end + 4..]);
+                held.clear();
+                data
+            }
+        };
+        if !deliver(&mut client, &data, armed, done, shared) {
             break;
         }
     }
@@ -403,13 +645,30 @@ fn deliver(
                 armed.lock().unwrap().forwarded += data.len();
                 return client.write_all(data).is_ok();
             }
+            Some(Action::CloseMidAnswer { after }) => {
+                let n = after.saturating_sub(forwarded).min(data.len());
+                if n == 0 || client.write_all(&data[..n]).is_err() {
+                    return false;
+                }
+                armed.lock().unwrap().forwarded += n;
+                data = &data[n..];
+                continue;
+            }
             Some(Action::Trickle { after, every }) => (after, Some(every)),
             Some(Action::Stall { after }) => (after, None),
             Some(Action::DropAnswer) => {
                 armed.lock().unwrap().forwarded += data.len();
                 return true;
             }
-            Some(Action::ResetBody { .. }) => unreachable!("never armed"),
+            Some(
+                Action::ResetBody { .. }
+                | Action::StripRange
+                | Action::Status(_)
+                | Action::RedirectTo { .. }
+                | Action::ShiftContentRange
+                | Action::OtherBytes
+                | Action::ShortUnsized { .. },
+            ) => unreachable!("never armed"),
         };
         let free = after.saturating_sub(forwarded).min(data.len());
         let n = match (free, every) {
