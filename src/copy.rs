@@ -214,17 +214,6 @@ fn start_blobs(
             true => mounted.next().unwrap_or(false).then_some(" (mounted)"),
         })
         .collect();
-    // What is left to send is fetched ahead while earlier blobs upload.
-    let to_send: Vec<Descriptor> = all
-        .iter()
-        .zip(&how)
-        .filter(|(_, h)| h.is_none())
-        .map(|(d, _)| d.clone())
-        .collect();
-    if !to_send.is_empty() {
-        // Uploads are paced by the link: each blob in one request, in order, blobs at once.
-        src.prefetch(&to_send, &std::env::temp_dir(), false)?;
-    }
     let mut small = Vec::new();
     for (i, desc) in all.iter().enumerate() {
         if how[i].is_none() && desc.size <= BATCHED {

@@ -245,7 +245,7 @@ fn unpack_all(
     let dir = stage.root_path();
     let mut root = Root::open(&dir)?;
     // Every layer is fetched ahead, several at once, while the ones before it are applied.
-    src.prefetch(layers, stage.path(), true)?;
+    src.prefetch(layers, stage.path())?;
     // The repository lives beside the root, where no layer entry can reach it,
     // until every layer is in (see `Stage::install_git`).
     let mut history = if opts.git {

@@ -52,14 +52,28 @@ fn pulled_tree(image: &str) -> common::tree::Tree {
     snapshot(&dir)
 }
 
-/// A pull is manifest, config, layer: three round trips on one connection (the
-/// old way added a TLS probe on its own connection and a `/v2/` ping).
+/// A pull is manifest, config, layer: three round trips in a row on one
+/// connection (the old way added a TLS probe on its own connection and a `/v2/`
+/// ping). The layer's first chunk goes on that connection; a later chunk goes at
+/// the same time on a connection of its own, one request there. With
+/// `--connections 1`: one connection, three round trips.
 #[test]
 fn pull_of_a_one_layer_image_takes_three_round_trips() {
     let proxy = FaultProxy::start(f().registry.port, Vec::new(), PROXY_LIFE);
     let tmp = TempDir::new("roundtrips-pull");
     let image = proxy.image("test/busybox:oci");
     assert_success(&barge(&["pull", "-q", &image, "-r", p(&tmp.join("r"))]));
+    let (conns, flights) = (proxy.connections(), proxy.flights());
+    assert!((1..=2).contains(&conns), "{conns} connections");
+    assert_eq!(
+        flights - (conns - 1),
+        3,
+        "round trips on the first connection"
+    );
+    let proxy = FaultProxy::start(f().registry.port, Vec::new(), PROXY_LIFE);
+    let image = proxy.image("test/busybox:oci");
+    let one = ["pull", "-q", "--connections", "1", &image, "-r"];
+    assert_success(&barge(&[&one[..], &[p(&tmp.join("r1"))]].concat()));
     assert_eq!(proxy.connections(), 1, "connections");
     assert_eq!(proxy.flights(), 3, "round trips of a one-layer pull");
 }

@@ -169,6 +169,21 @@ impl Conn {
         &mut self.io.get_mut().wire_mut().pace
     }
 
+    /// The socket (and TLS session) under an idle connection with nothing buffered,
+    /// for a [`super::Flow`] to carry on with; `None` if bytes are waiting in it.
+    pub fn into_parts(self) -> Option<(TcpStream, Option<Box<ClientConnection>>)> {
+        if !self.io.buffer().is_empty() {
+            return None;
+        }
+        match self.io.into_inner() {
+            Stream::Plain(wire) => Some((wire.tcp, None)),
+            Stream::Tls(s) => {
+                let StreamOwned { conn, sock, .. } = *s;
+                Some((sock.tcp, Some(Box::new(conn))))
+            }
+        }
+    }
+
     /// Whether an idle connection still looks usable: no EOF and no unexpected bytes waiting.
     fn is_alive(&self) -> bool {
         if !self.io.buffer().is_empty() {

@@ -60,6 +60,14 @@ pub enum FlowState {
     Failed(Error),
 }
 
+/// An open connection the blocking client no longer uses (see
+/// [`super::Client::take_idle`]), with its TLS session.
+pub struct IdleConn {
+    pub(crate) origin: String,
+    pub(crate) tcp: TcpStream,
+    pub(crate) tls: Option<Box<ClientConnection>>,
+}
+
 /// Where a body goes: `len` bytes of `file` from `at`.
 pub struct FileRange {
     pub file: Rc<File>,
@@ -127,6 +135,37 @@ impl Flow {
         })
     }
 
+    /// Like [`Flow::get`], on an idle connection to the same origin.
+    pub fn adopt(
+        idle: IdleConn,
+        url: &Url,
+        headers: &[(String, String)],
+        config: &FlowConfig,
+    ) -> Result<Flow> {
+        if idle.origin != url.origin() {
+            return Flow::get(url, headers, config);
+        }
+        let IdleConn { tcp: sock, tls, .. } = idle;
+        sock.set_nonblocking(true)?;
+        sock.set_read_timeout(None)?;
+        sock.set_write_timeout(None)?;
+        Ok(Flow {
+            url: url.clone(),
+            sock,
+            tls,
+            connected: true,
+            out: get_bytes(url, headers)?,
+            inbuf: Vec::new(),
+            head: None,
+            body: None,
+            state: FlowState::Asking,
+            last_progress: Instant::now(),
+            window: (Instant::now(), 0),
+            slow: false,
+            config: config.clone(),
+        })
+    }
+
     /// Sends the next `GET` on this flow's connection, if the last answer is complete
     /// and left it open, and `url` is on the same origin; `false` leaves it untouched.
     pub fn again(&mut self, url: &Url, headers: &[(String, String)]) -> Result<bool> {
@@ -181,6 +220,14 @@ impl Flow {
             Framing::Empty => Some(0),
             _ => None,
         }
+    }
+
+    /// Not read for now, on purpose: the time does not count against its
+    /// low-speed rule or idle limit.
+    pub fn rest(&mut self) {
+        let now = Instant::now();
+        self.last_progress = now;
+        self.window = (now, 0);
     }
 
     /// Whether it failed by the low-speed rule (not by silence or an error).
@@ -276,7 +323,7 @@ impl Flow {
                 Err(e) => return Err(connect_error(&self.url, e)),
             }
         }
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = [0u8; READ_CHUNK];
         for _ in 0..ROUNDS_PER_ADVANCE {
             let sent = self.send()?;
             if !matches!(self.state, FlowState::Asking | FlowState::Body) {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 // Used by the registry layer (Basic credentials, tokens).
 #[allow(unused_imports)]
 pub use self::base64::{base64_decode, base64_encode};
-pub use self::flow::{poll_flows, FileRange, Flow, FlowConfig, FlowState};
+pub use self::flow::{poll_flows, FileRange, Flow, FlowConfig, FlowState, IdleConn};
 pub use self::pace::LowSpeed;
 pub use self::proxy::ProxyEnv;
 pub use self::url::Url;
@@ -170,6 +170,18 @@ impl Client {
             idle_limit: self.opts.io_timeout,
             low_speed: self.opts.low_speed,
         }))
+    }
+
+    /// The idle keep-alive connection to `url`'s origin, for a [`Flow`] to carry on
+    /// with ([`Flow::adopt`]: no new connection's round trips), if there is one.
+    pub fn take_idle(&mut self, url: &Url) -> Option<IdleConn> {
+        let conn = self.pool.take(&ConnKey::new(url, None))?;
+        let (tcp, tls) = conn.into_parts()?;
+        Some(IdleConn {
+            origin: url.origin(),
+            tcp,
+            tls,
+        })
     }
 
     /// Sends a request and returns the response once its head has arrived.

@@ -47,12 +47,12 @@ pub trait ImageSource {
     fn child_manifest(&mut self, digest: &Digest) -> Result<RawManifest>;
     /// A blob's bytes (`desc.size` of them), readable again from an offset.
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn BlobSource + '_>>;
-    /// Says which blobs will be read next, in order, so that a source that can may
-    /// fetch them ahead, several at once, into unlinked files in `spool`; `pieces`:
-    /// a large blob may come in `Range` pieces at once too (a reader faster than the
-    /// link, as a pull's; a reader that uploads is paced by the link and reads best
-    /// one blob per request).
-    fn prefetch(&mut self, _blobs: &[Descriptor], _spool: &Path, _pieces: bool) -> Result<()> {
+    /// Says which blobs will be read next, in order, by a reader faster than the
+    /// link (a pull's), so that a source that can may fetch them ahead, several
+    /// `Range` chunks at once, into unlinked files in `spool`. (A copy's reader
+    /// uploads: it shares the link and streams best socket to socket, measured in
+    /// README "Across a wide-area link".)
+    fn prefetch(&mut self, _blobs: &[Descriptor], _spool: &Path) -> Result<()> {
         Ok(())
     }
     /// The registry repository behind this source, if it is one.

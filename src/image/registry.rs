@@ -136,7 +136,7 @@ impl ImageSource for RegistrySource {
         self.fetch(digest.as_str())
     }
 
-    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path, pieces: bool) -> Result<()> {
+    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path) -> Result<()> {
         let mut wanted: Vec<(Digest, u64)> = Vec::new();
         for d in blobs {
             if !wanted.iter().any(|(w, _)| *w == d.digest) {
@@ -144,7 +144,7 @@ impl ImageSource for RegistrySource {
             }
         }
         let repo = &self.reference.repository;
-        self.ahead = Prefetch::start(&mut self.reg, repo, &wanted, spool, pieces)?;
+        self.ahead = Prefetch::start(&mut self.reg, repo, &wanted, spool)?;
         Ok(())
     }
 

@@ -86,19 +86,6 @@ impl ImageSource for TreeSource {
             .context("a layer of the image the tree was pulled from")
     }
 
-    fn prefetch(&mut self, blobs: &[Descriptor], spool: &Path, pieces: bool) -> Result<()> {
-        let config = Digest::of_bytes(&self.config);
-        let remote: Vec<Descriptor> = blobs
-            .iter()
-            .filter(|d| d.digest != config && !store::blob_path(&self.dir, &d.digest).is_file())
-            .cloned()
-            .collect();
-        if remote.is_empty() {
-            return Ok(());
-        }
-        self.origin()?.prefetch(&remote, spool, pieces)
-    }
-
     fn registry_origin(&self) -> Option<RegistryOrigin> {
         let r = self.origin_name.as_ref()?.registry()?;
         Some(super::registry::origin_of(r))

@@ -9,7 +9,7 @@
 //! sent twice go out pipelined in one flight ([`Registry::request_many`]).
 
 use crate::error::{Context, Error, Kind, Result};
-use crate::http::{Body, Client, FlowConfig, LowSpeed, Options, Request, Response, Url};
+use crate::http::{Body, Client, FlowConfig, IdleConn, LowSpeed, Options, Request, Response, Url};
 use crate::reference::Reference;
 use crate::registry::auth::{self, Challenge};
 use crate::registry::budget::Budget;
@@ -493,6 +493,12 @@ impl Registry {
             AuthState::Bearer { token: Some(t), .. } => Some(format!("Bearer {t}")),
             _ => None,
         }
+    }
+
+    /// The idle keep-alive connection to the registry, for a [`crate::http::Flow`].
+    pub fn take_idle(&mut self) -> Option<IdleConn> {
+        let base = self.base.clone();
+        self.http.take_idle(&base)
     }
 
     /// How many connections blobs may be downloaded ahead on (`--connections`; 0: the default).

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::{Context, Error, Kind, Result};
-use crate::http::{poll_flows, FileRange, Flow, FlowConfig, FlowState, Url};
+use crate::http::{poll_flows, FileRange, Flow, FlowConfig, FlowState, IdleConn, Url};
 use crate::registry::client::Registry;
 use crate::registry::fetch::BlobReader;
 
@@ -33,14 +33,16 @@ pub const CHUNK: u64 = 4 << 20;
 const FIRST_CHUNK: u64 = 1 << 20;
 /// At most this many connections at once, unless `--connections` says otherwise.
 pub const DEFAULT_FLOWS: usize = 4;
-/// Chunks start at most this far ahead of the reader (in reading order): a reader
-/// slower than the link (an upload to another registry) paces the downloads instead
-/// of letting them fill the link both ways and the spool.
-const AHEAD: u64 = 32 << 20;
+/// Chunks start, and flows are read, at most this far ahead of the reader (in
+/// reading order): a reader slower than the link (a slow disk, a fast LAN) paces
+/// the downloads through TCP instead of letting the spool grow.
+const AHEAD: u64 = 16 << 20;
 /// Redirects a chunk follows.
 const MAX_HOPS: u32 = 5;
 /// Times a chunk starts again from where it stopped after a transient failure.
 const MAX_RESUMES: u32 = 3;
+/// A read waits for this much (or the end of its chunk) to have arrived.
+const MIN_READ: usize = 64 << 10;
 /// How long a waiting reader sleeps in `poll` at most before looking again.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -60,6 +62,8 @@ pub struct Prefetch {
     reading: Option<usize>,
     /// At most this many connections.
     max_flows: usize,
+    /// The registry's idle connection, for the first flow.
+    spare: Option<IdleConn>,
 }
 
 /// What a connection is doing.
@@ -142,7 +146,6 @@ impl Prefetch {
         repo: &str,
         blobs: &[(Digest, u64)],
         dir: &Path,
-        pieces: bool,
     ) -> Result<Option<Prefetch>> {
         let max_flows = match reg.connections() {
             0 => DEFAULT_FLOWS,
@@ -165,11 +168,12 @@ impl Prefetch {
             flows: Vec::new(),
             reading: None,
             max_flows,
+            spare: None,
         };
         let mut offset = 0;
         for (digest, size) in blobs {
             let blob = p.blobs.len();
-            p.chunks.extend(chunks(blob, *size, pieces));
+            p.chunks.extend(chunks(blob, *size));
             p.blobs.push(Spooled {
                 digest: digest.clone(),
                 size: *size,
@@ -181,7 +185,9 @@ impl Prefetch {
             });
             offset += size;
         }
-        p.pump(Duration::ZERO)?;
+        // The first request goes on the registry's idle keep-alive connection:
+        // no new connection's round trips before the first bytes.
+        p.spare = reg.take_idle();
         Ok(Some(p))
     }
 
@@ -194,14 +200,25 @@ impl Prefetch {
 
     /// Gives waiting chunks to connections, waits up to `timeout` for them, and
     /// settles what they did.
+    /// A flow more than [`AHEAD`] ahead of the reader is not read this time (TCP
+    /// then slows its sender down), unless the reader waits (`timeout` > 0).
     fn pump(&mut self, timeout: Duration) -> Result<()> {
         self.assign();
-        let mut busy: Vec<&mut Flow> = self
-            .flows
-            .iter_mut()
-            .filter(|(_, j)| matches!(j, Job::Chunk(_)))
-            .map(|(f, _)| f)
-            .collect();
+        let limit = self.frontier().saturating_add(AHEAD);
+        let pace = timeout.is_zero();
+        let (chunks, blobs) = (&self.chunks, &self.blobs);
+        let ahead = |k: usize| {
+            let c = &chunks[k];
+            blobs[c.blob].offset + c.start + c.filled > limit
+        };
+        let mut busy: Vec<&mut Flow> = Vec::new();
+        for (flow, job) in self.flows.iter_mut() {
+            match *job {
+                Job::Chunk(k) if pace && ahead(k) => flow.rest(),
+                Job::Chunk(_) => busy.push(flow),
+                _ => {}
+            }
+        }
         if busy.is_empty() {
             return Ok(());
         }
@@ -218,8 +235,7 @@ impl Prefetch {
     /// then on new ones, while connections allow and up to [`AHEAD`] of the reader.
     fn assign(&mut self) {
         let limit = self.frontier().saturating_add(AHEAD);
-        // The blob being read first: a reader may take a blob out of order (copy
-        // sends the small ones first).
+        // The blob being read first: a reader may take a blob out of order.
         let reading = self.reading;
         let first = (0..self.chunks.len()).filter(|&k| Some(self.chunks[k].blob) == reading);
         let order: Vec<usize> = first.chain(0..self.chunks.len()).collect();
@@ -247,17 +263,8 @@ impl Prefetch {
     /// Asks for what is left of chunk `k` on an idle connection or a new one;
     /// `false` when every connection is busy.
     fn launch(&mut self, k: usize) -> bool {
+        let (url, headers, from) = self.request_for(k);
         let c = &self.chunks[k];
-        let b = &self.blobs[c.blob];
-        let from = c.start + c.filled;
-        let mut headers = Vec::new();
-        if from > 0 || c.end < b.size {
-            headers.push(("Range".to_string(), format!("bytes={from}-{}", c.end - 1)));
-        }
-        if let (Some(a), true) = (&self.auth, b.url.origin() == self.origin) {
-            headers.push(("Authorization".to_string(), a.clone()));
-        }
-        let url = b.url.clone();
         // The blob being read may have one connection more: it need not wait for a
         // chunk of a later blob to end.
         let most = self.max_flows + usize::from(self.reading == Some(c.blob));
@@ -267,7 +274,7 @@ impl Prefetch {
                 true
             }
             None if self.open_flows() >= most => return false,
-            None => match Flow::get(&url, &headers, &self.config) {
+            None => match self.new_flow(&url, &headers) {
                 Ok(flow) => {
                     self.flows.push((flow, Job::Chunk(k)));
                     true
@@ -282,6 +289,29 @@ impl Prefetch {
             false => ChunkState::Broken,
         };
         true
+    }
+
+    /// A flow asking `GET url`: on the spare connection if there is one, else new.
+    fn new_flow(&mut self, url: &Url, headers: &[(String, String)]) -> Result<Flow> {
+        match self.spare.take() {
+            Some(idle) => Flow::adopt(idle, url, headers, &self.config),
+            None => Flow::get(url, headers, &self.config),
+        }
+    }
+
+    /// The GET for what is left of chunk `k`: its URL, headers, and first byte.
+    fn request_for(&self, k: usize) -> (Url, Vec<(String, String)>, u64) {
+        let c = &self.chunks[k];
+        let b = &self.blobs[c.blob];
+        let from = c.start + c.filled;
+        let mut headers = Vec::new();
+        if from > 0 || c.end < b.size {
+            headers.push(("Range".to_string(), format!("bytes={from}-{}", c.end - 1)));
+        }
+        if let (Some(a), true) = (&self.auth, b.url.origin() == self.origin) {
+            headers.push(("Authorization".to_string(), a.clone()));
+        }
+        (b.url.clone(), headers, from)
     }
 
     /// Sends the request on an idle connection that can take it; idle ones that
@@ -394,7 +424,9 @@ impl Prefetch {
     }
 
     /// Copies spooled bytes of blob `i` at `pos` into `buf`, if they have arrived.
-    fn read_at(&mut self, i: usize, pos: u64, buf: &mut [u8]) -> Result<Ready> {
+    /// Fewer than `want` bytes while more are on their way is [`Ready::Wait`]: the
+    /// reader gets whole buffers, not each packet as it came.
+    fn read_at(&mut self, i: usize, pos: u64, buf: &mut [u8], want: usize) -> Result<Ready> {
         let b = &self.blobs[i];
         let Some(file) = &b.file else {
             return Ok(Ready::Broken(Duration::ZERO));
@@ -405,7 +437,8 @@ impl Prefetch {
             return Ok(Ready::Broken(Duration::ZERO));
         };
         let have = c.start + c.filled;
-        if have > pos {
+        let more = c.state == ChunkState::Running && have < c.end;
+        if have > pos && (have - pos >= want as u64 || !more) {
             let n = buf.len().min((have - pos).min(usize::MAX as u64) as usize);
             file.read_exact_at(&mut buf[..n], pos)
                 .context("read the download spool")?;
@@ -478,18 +511,15 @@ fn content_range_ok(value: Option<&str>, from: u64, end: u64, size: u64) -> bool
     a.parse::<u64>() == Ok(from) && b.parse::<u64>() == Ok(end - 1) && total_ok
 }
 
-/// The chunks blob number `blob` of `size` bytes is fetched in: one, or (`pieces`)
-/// chunks growing from [`FIRST_CHUNK`] to [`CHUNK`], so that the first bytes come
-/// soon and the chunks running at once do not all end together.
-fn chunks(blob: usize, size: u64, pieces: bool) -> Vec<Chunk> {
+/// The chunks blob number `blob` of `size` bytes is fetched in: growing from
+/// [`FIRST_CHUNK`] to [`CHUNK`], so that the first bytes come soon and the chunks
+/// running at once do not all end together.
+fn chunks(blob: usize, size: u64) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut step = FIRST_CHUNK;
     while start < size || out.is_empty() {
-        let end = match pieces {
-            true => (start + step).min(size),
-            false => size,
-        };
+        let end = (start + step).min(size);
         step = (step * 2).min(CHUNK);
         out.push(Chunk {
             blob,
@@ -573,7 +603,8 @@ impl<'a> SpoolReader<'a> {
             crate::signal::check()?;
             self.prefetch.reading = Some(self.index);
             self.prefetch.pump(Duration::ZERO)?;
-            match self.prefetch.read_at(self.index, self.pos, buf)? {
+            let want = buf.len().min(MIN_READ);
+            match self.prefetch.read_at(self.index, self.pos, buf, want)? {
                 Ready::Data(n) => {
                     self.pos += n as u64;
                     self.prefetch.blobs[self.index].read = self.pos;
