@@ -1,5 +1,5 @@
 //! Integration tests of blobs fetched ahead in `Range` chunks (src/registry/prefetch.rs,
-//! src/http/flow.rs): an image with one 34 MiB layer of noise (9 chunks of 4 MiB) and a
+//! src/http/flow.rs): an image with one 34 MiB layer of noise (10 chunks: 1, 2, then 4 MiB) and a
 //! small one, on a real docker-registry, pulled (and copied and pushed, which stream
 //! instead) straight or through the fault proxy of `common/faultproxy.rs`. The chunks
 //! must go on several connections and add up
