@@ -1,6 +1,6 @@
 //! Integration tests of blobs fetched ahead in `Range` chunks (src/registry/prefetch.rs,
-//! src/http/flow.rs): an image with one 34 MiB layer of noise (10 chunks: 1, 2, then 4 MiB) and a
-//! small one, on a real docker-registry, pulled (and copied and pushed, which stream
+//! src/http/flow.rs): an image with one 34 MiB layer of noise (10 chunks: 1, 2, then
+//! 4 MiB) and a small one, on a real docker-registry, pulled (and copied and pushed, which stream
 //! instead) straight or through the fault proxy of `common/faultproxy.rs`. The chunks
 //! must go on several connections and add up
 //! to the blob; a registry that ignores `Range`, answers ranged requests with an error,
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 const BIG: &str = "prefetch/big:1";
 /// The big image plus a second big layer.
 const TWO: &str = "prefetch/two:1";
-/// Noise files in the big layer, and the size of each: 4 × 8.5 MiB, so 9 chunks.
+/// Noise files in the big layer, and the size of each: 4 × 8.5 MiB, so 10 chunks.
 const NOISE_FILES: u64 = 4;
 const NOISE_LEN: usize = 17 << 19;
 /// The largest chunk of a pull's prefetch (src/registry/prefetch.rs CHUNK); the
