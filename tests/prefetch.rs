@@ -1,12 +1,12 @@
 //! Integration tests of blobs fetched ahead in `Range` chunks (src/registry/prefetch.rs,
 //! src/http/flow.rs): an image with one 34 MiB layer of noise (10 chunks: 1, 2, then
-//! 4 MiB) and a small one, on a real docker-registry, pulled (and copied and pushed, which stream
-//! instead) straight or through the fault proxy of `common/faultproxy.rs`. The chunks
-//! must go on several connections and add up
-//! to the blob; a registry that ignores `Range`, answers ranged requests with an error,
-//! stalls, cuts an answer short or lies in a 206 must still end in the tree `umoci
-//! unpack` makes of a `skopeo copy` of the image, or in one clean error line with
-//! nothing written, within the low-speed budget.
+//! 4 MiB) and a small one, on a real docker-registry, pulled (and copied and pushed,
+//! which stream instead) straight or through the fault proxy of `common/faultproxy.rs`.
+//! The chunks must go on several connections and add up to the blob; a registry that
+//! ignores `Range`, answers ranged requests with an error, stalls, cuts an answer short
+//! or lies in a 206 must still end in the tree `umoci unpack` makes of a `skopeo copy`
+//! of the image, or in one clean error line with nothing written, within the low-speed
+//! budget.
 
 mod common;
 
