@@ -85,8 +85,8 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
-      --connections N      Download blobs ahead on up to N connections at once
-                           (default 4, at most 16; 1: one blob at a time, one request each)
+      --connections N      Download layers ahead in chunks on up to N connections at once
+                           (default 6, at most 16; 1: one request per layer, in turn)
   -h, --help               Print this help";
 
 pub const INITRAMFS_HELP: &str = "\
@@ -155,8 +155,6 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
-      --connections N      Download blobs ahead on up to N connections at once
-                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const LOGIN_HELP: &str = "\
@@ -179,8 +177,6 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
-      --connections N      Download blobs ahead on up to N connections at once
-                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const LOGOUT_HELP: &str = "\
@@ -255,8 +251,6 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
-      --connections N      Download blobs ahead on up to N connections at once
-                           (default 4, at most 16; 1: one blob at a time, one request each)
   -h, --help               Print this help";
 
 pub const INSPECT_HELP: &str = "\

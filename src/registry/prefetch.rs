@@ -32,11 +32,11 @@ pub const CHUNK: u64 = 4 << 20;
 /// A blob's first range: its reader can start soon.
 const FIRST_CHUNK: u64 = 1 << 20;
 /// At most this many connections at once, unless `--connections` says otherwise.
-pub const DEFAULT_FLOWS: usize = 4;
+pub const DEFAULT_FLOWS: usize = 6;
 /// Chunks start, and flows are read, at most this far ahead of the reader (in
 /// reading order): a reader slower than the link (a slow disk, a fast LAN) paces
 /// the downloads through TCP instead of letting the spool grow.
-const AHEAD: u64 = 16 << 20;
+const AHEAD: u64 = 64 << 20;
 /// Redirects a chunk follows.
 const MAX_HOPS: u32 = 5;
 /// Times a chunk starts again from where it stopped after a transient failure.
