@@ -1,11 +1,12 @@
-//! Several blob downloads at once, in one thread: the blobs an operation will read
+//! Several blob downloads at once, in one thread: the layers a pull will apply
 //! next are fetched ahead into a spool (unlinked files in a directory the caller
-//! names) by up to [`DEFAULT_FLOWS`] (`--connections`) keep-alive connections ([`Flow`]s), each taking
-//! the next [`CHUNK`] of the blobs in reading order as a `Range` request. On a
-//! lossy long link one TCP flow gets a fraction of the rate; several get the link.
-//! Taking chunks in order keeps the reader ([`SpoolReader`]) fed at the link's
-//! rate instead of waiting for one slow first piece, so little is left to read
-//! when the last byte arrives. The reader moves every flow on while it waits.
+//! names) by up to [`DEFAULT_FLOWS`] (`--connections`) keep-alive connections
+//! ([`Flow`]s), each taking the next chunk of the blobs in reading order (growing
+//! from [`FIRST_CHUNK`] to [`CHUNK`]) as a `Range` request. On a lossy long link
+//! one TCP flow gets a fraction of the rate; several get the link. Taking chunks
+//! in order keeps the reader ([`SpoolReader`]) fed at the link's rate instead of
+//! waiting for one slow first piece, so little is left to read when the last byte
+//! arrives. The reader moves every flow on while it waits.
 //!
 //! Nothing here is trusted more than a plain download: the reader's caller checks
 //! the digest of every byte, each chunk is bounded by its range, and a chunk that
@@ -199,9 +200,9 @@ impl Prefetch {
     }
 
     /// Gives waiting chunks to connections, waits up to `timeout` for them, and
-    /// settles what they did.
-    /// A flow more than [`AHEAD`] ahead of the reader is not read this time (TCP
-    /// then slows its sender down), unless the reader waits (`timeout` > 0).
+    /// settles what they did. A flow more than [`AHEAD`] ahead of the reader is not
+    /// read this time (TCP then slows its sender down), unless the reader waits
+    /// (`timeout` > 0).
     fn pump(&mut self, timeout: Duration) -> Result<()> {
         self.assign();
         let limit = self.frontier().saturating_add(AHEAD);
@@ -367,7 +368,8 @@ impl Prefetch {
                 };
             }
             FlowState::Failed(e) => {
-                // A slow registry is left to the ordinary path, which words it and keeps the budget.
+                // A slow registry is left to the ordinary path, which words it and
+                // keeps the budget.
                 let transient = e.kind() == Kind::Transient && !flow.too_slow();
                 c.filled = c.asked_at + flow.written() - c.start;
                 c.wasted += flow.unproductive();
