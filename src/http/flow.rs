@@ -803,6 +803,162 @@ mod tests {
         assert_eq!(dechunk(&[b"3\r\nab"]).unwrap(), (b"ab".to_vec(), false));
     }
 
+    /// A one-connection server on loopback answering each request with the next of
+    /// `answers` (raw bytes), then closing.
+    fn serve(answers: Vec<&'static [u8]>) -> Url {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let mut r = io::BufReader::new(sock.try_clone().unwrap());
+            let mut w = sock;
+            for answer in answers {
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = w.write_all(answer);
+            }
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap()
+    }
+
+    fn config() -> FlowConfig {
+        FlowConfig {
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            idle_limit: Duration::from_secs(5),
+            low_speed: LowSpeed::DEFAULT,
+        }
+    }
+
+    /// Polls `flow` until it leaves `Asking`/`Body` (at most 5 s).
+    fn run(flow: &mut Flow) {
+        let t0 = Instant::now();
+        while matches!(flow.state(), FlowState::Asking | FlowState::Body) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "flow stuck");
+            poll_flows(&mut [&mut *flow], Duration::from_millis(50)).unwrap();
+        }
+    }
+
+    fn spool(len: u64) -> FileRange {
+        let file = unlinked_temp_file();
+        FileRange {
+            file: Rc::new(file),
+            at: 0,
+            len,
+        }
+    }
+
+    fn unlinked_temp_file() -> File {
+        let path = std::env::temp_dir().join(format!(
+            "barge-flow-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
+    fn body_of(range: &FileRange, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        range.file.read_exact_at(&mut buf, range.at).unwrap();
+        buf
+    }
+
+    #[test]
+    fn flows_take_bodies_and_keep_their_connection() {
+        let url = serve(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 206 Partial\r\nContent-Length: 5\r\nContent-Range: bytes 0-4/9\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+        ]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        assert!(matches!(flow.state(), FlowState::Head));
+        assert_eq!(flow.status(), Some(206));
+        assert_eq!(flow.header("content-range"), Some("bytes 0-4/9"));
+        assert_eq!(flow.content_length(), Some(5));
+        let first = spool(9);
+        flow.accept(FileRange {
+            file: first.file.clone(),
+            at: 0,
+            len: 9,
+        });
+        run(&mut flow);
+        assert!(
+            matches!(flow.state(), FlowState::Done),
+            "{:?}",
+            flow.state()
+        );
+        assert_eq!(body_of(&first, 5), b"hello");
+        assert!(
+            flow.again(&url, &[]).unwrap(),
+            "keep-alive connection not reused"
+        );
+        run(&mut flow);
+        let second = spool(4);
+        flow.accept(FileRange {
+            file: second.file.clone(),
+            at: 0,
+            len: 4,
+        });
+        run(&mut flow);
+        assert!(
+            matches!(flow.state(), FlowState::Done),
+            "{:?}",
+            flow.state()
+        );
+        assert_eq!(flow.written(), 4);
+        assert_eq!(body_of(&second, 4), b"abcd");
+        let other = Url::parse("http://127.0.0.2:1/x").unwrap();
+        assert!(
+            !flow.again(&other, &[]).unwrap(),
+            "another origin on this connection"
+        );
+    }
+
+    #[test]
+    fn flows_fail_cleanly() {
+        // Closed before the whole body: a transient failure, the bytes so far kept.
+        let url = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        flow.accept(spool(10));
+        run(&mut flow);
+        let FlowState::Failed(e) = flow.state() else {
+            panic!("{:?}", flow.state())
+        };
+        assert_eq!(e.kind(), Kind::Transient);
+        assert_eq!(flow.written(), 3);
+        // More than the range asked: refused before a byte is written.
+        let url = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+        ]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        flow.accept(spool(4));
+        assert!(
+            matches!(flow.state(), FlowState::Failed(_)),
+            "{:?}",
+            flow.state()
+        );
+        // Nobody listening.
+        let dead = Url::parse("http://127.0.0.1:1/x").unwrap();
+        let refused = Flow::get(&dead, &[], &config()).map(|mut f| {
+            run(&mut f);
+            matches!(f.state(), FlowState::Failed(_))
+        });
+        assert!(refused.unwrap_or(true));
+    }
+
     #[test]
     fn head_end_finds_the_empty_line() {
         assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
