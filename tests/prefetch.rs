@@ -1,6 +1,6 @@
 //! Integration tests of blobs fetched ahead in `Range` chunks (src/registry/prefetch.rs,
-//! src/http/flow.rs): an image with one 34 MiB layer of noise (10 chunks: 1, 2, then
-//! 4 MiB) and a small one, on a real docker-registry, pulled (and copied and pushed,
+//! src/http/flow.rs): an image with one 34 MiB layer of noise (chunks of 1, 2, then
+//! 4 MiB, shrinking at its end) and a small one, on a real docker-registry, pulled (and copied and pushed,
 //! which stream instead) straight or through the fault proxy of `common/faultproxy.rs`.
 //! The chunks must go on several connections and add up to the blob; a registry that
 //! ignores `Range`, answers ranged requests with an error, stalls, cuts an answer short
@@ -32,16 +32,18 @@ use std::time::{Duration, Instant};
 const BIG: &str = "prefetch/big:1";
 /// The big image plus a second big layer.
 const TWO: &str = "prefetch/two:1";
-/// Noise files in the big layer, and the size of each: 4 × 8.5 MiB, so 10 chunks.
+/// Noise files in the big layer, and the size of each: 4 × 8.5 MiB.
 const NOISE_FILES: u64 = 4;
 const NOISE_LEN: usize = 17 << 19;
 /// The largest chunk of a pull's prefetch (src/registry/prefetch.rs CHUNK); the
-/// first is FIRST_CHUNK and each next one twice the last, up to CHUNK.
+/// first is FIRST_CHUNK and each next one twice the last, up to CHUNK, and none
+/// more than a quarter of what is left of a blob of 16 MiB or more (but at least
+/// 256 KiB).
 const CHUNK: u64 = 4 << 20;
 const FIRST_CHUNK: u64 = 1 << 20;
 /// The most connections prefetch opens (src/registry/prefetch.rs DEFAULT_FLOWS),
 /// plus one for the blob being read.
-const MAX_FLOWS: usize = 6 + 1;
+const MAX_FLOWS: usize = 4 + 1;
 
 /// Low-speed window of 2 s: the budget is 4 × 2 s = 8 s.
 const WINDOW_2S: &[&str] = &["--low-speed-limit", "1024", "--low-speed-time", "2"];
@@ -208,7 +210,11 @@ fn range_of(s: &Seen) -> Option<(u64, u64)> {
 fn plan(size: u64) -> Vec<(u64, u64)> {
     let (mut out, mut start, mut step) = (Vec::new(), 0, FIRST_CHUNK);
     while start < size {
-        let end = (start + step).min(size);
+        let tail = match size >= 4 * CHUNK {
+            true => ((size - start) / 4).max(256 << 10),
+            false => CHUNK,
+        };
+        let end = (start + step.min(tail)).min(size);
         out.push((start, end - 1));
         start = end;
         step = (step * 2).min(CHUNK);
@@ -633,12 +639,12 @@ fn push_reads_base_layers_from_their_registry_through_a_cut() {
     assert_same_tree(&snapshot(&dir), &snapshot(&back.dir));
 }
 
-/// Two big layers (20 chunks) and a small one: both big ones come in chunks, over
-/// at most 6 connections at once plus one for the layer being read (the first of
-/// them is the one manifest and config came on; one more allowed for a closing
-/// connection the proxy has not noticed yet).
+/// Two big layers and a small one: both big ones come in chunks, over at most 4
+/// connections at once plus one for the layer being read (the first of them is
+/// the one manifest and config came on; one more allowed for a closing connection
+/// the proxy has not noticed yet).
 #[test]
-fn two_big_layers_share_at_most_seven_connections() {
+fn two_big_layers_share_at_most_five_connections() {
     let proxy = proxy(Vec::new());
     let pulled = pull(&proxy.image(TWO), &[]);
     assert_success(&pulled.out);

@@ -32,8 +32,12 @@ use crate::registry::fetch::BlobReader;
 pub const CHUNK: u64 = 4 << 20;
 /// A blob's first range: its reader can start soon.
 const FIRST_CHUNK: u64 = 1 << 20;
+/// Towards the end of a blob of 4 [`CHUNK`]s or more, ranges shrink to a quarter of
+/// what is left, down to this: the flows finish one after the other, so little is
+/// left to apply when the last byte arrives.
+const LAST_CHUNK: u64 = 256 << 10;
 /// At most this many connections at once, unless `--connections` says otherwise.
-pub const DEFAULT_FLOWS: usize = 6;
+pub const DEFAULT_FLOWS: usize = 4;
 /// Chunks start, and flows are read, at most this far ahead of the reader (in
 /// reading order): a reader slower than the link (a slow disk, a fast LAN) paces
 /// the downloads through TCP instead of letting the spool grow.
@@ -514,14 +518,19 @@ fn content_range_ok(value: Option<&str>, from: u64, end: u64, size: u64) -> bool
 }
 
 /// The chunks blob number `blob` of `size` bytes is fetched in: growing from
-/// [`FIRST_CHUNK`] to [`CHUNK`], so that the first bytes come soon and the chunks
-/// running at once do not all end together.
+/// [`FIRST_CHUNK`] to [`CHUNK`], then shrinking towards [`LAST_CHUNK`] at the end,
+/// so that the first bytes come soon and the chunks running at once do not all
+/// end together.
 fn chunks(blob: usize, size: u64) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut step = FIRST_CHUNK;
     while start < size || out.is_empty() {
-        let end = (start + step).min(size);
+        let tail = match size >= 4 * CHUNK {
+            true => ((size - start) / 4).max(LAST_CHUNK),
+            false => CHUNK,
+        };
+        let end = (start + step.min(tail)).min(size);
         step = (step * 2).min(CHUNK);
         out.push(Chunk {
             blob,
