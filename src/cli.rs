@@ -86,7 +86,8 @@ Options:
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
       --connections N      Download layers ahead in chunks on up to N connections at once
-                           (default 4, at most 16; 1: one request per layer, in turn)
+                           (default 4, or 1 for a registry on this machine; at most
+                           16; 1: one request per layer, in turn)
   -h, --help               Print this help";
 
 pub const INITRAMFS_HELP: &str = "\

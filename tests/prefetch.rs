@@ -172,7 +172,8 @@ fn pull(image: &str, extra: &[&str]) -> Pulled {
     let tmp = TempDir::new("prefetch-pull");
     let dir = tmp.join("rootfs");
     let state = DirState::capture(&dir);
-    let mut args = vec!["pull", "-q", image, "-r", p(&dir)];
+    // The test registries are on loopback, where fetching ahead is off by default.
+    let mut args = vec!["pull", "-q", "--connections", "4", image, "-r", p(&dir)];
     args.extend_from_slice(extra);
     let t0 = Instant::now();
     let out = barge(&args);
@@ -620,7 +621,8 @@ fn push_reads_base_layers_from_their_registry_through_a_cut() {
     let tmp = TempDir::new("prefetch-push");
     let dir = tmp.join("rootfs");
     let source = proxy.image(BIG);
-    assert_success(&barge(&["pull", "-q", "-g", &source, "-r", p(&dir)]));
+    let ahead = ["pull", "-q", "-g", "--connections", "4", &source, "-r"];
+    assert_success(&barge(&[&ahead[..], &[p(&dir)]].concat()));
     fs::write(dir.join("etc/motd"), b"changed on top of the big layer\n").unwrap();
     assert_success(&barge(&["commit", "-q", "-r", p(&dir), "-m", "motd"]));
     let mark = big_gets(&proxy).len();

