@@ -844,27 +844,7 @@ fn file_sha256(path: &Path) -> String {
 /// `limit`: `None` then.
 fn barge_within(args: &[&str], limit: Duration) -> Option<Output> {
     let home = TempDir::new("prefetch-home");
-    let mut cmd = Command::new(common::barge_path());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-        "REGISTRY_AUTH_FILE",
-        "BARGE_TEST_BIN",
-    ] {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd
-        .args(args)
-        .env("HOME", home.path())
-        .env("DOCKER_CONFIG", home.path())
-        .env("XDG_RUNTIME_DIR", home.path())
-        .stdin(Stdio::null())
+    let mut child = common::barge_command(args, home.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

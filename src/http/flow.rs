@@ -868,6 +868,24 @@ mod tests {
         f
     }
 
+    /// Accepts the body of `flow` (at most `len` bytes) into a new file and runs
+    /// the flow to its end, which must be `Done`.
+    fn take_body(flow: &mut Flow, len: u64) -> FileRange {
+        let range = spool(len);
+        flow.accept(FileRange {
+            file: range.file.clone(),
+            at: 0,
+            len,
+        });
+        run(flow);
+        assert!(
+            matches!(flow.state(), FlowState::Done),
+            "{:?}",
+            flow.state()
+        );
+        range
+    }
+
     fn body_of(range: &FileRange, n: usize) -> Vec<u8> {
         let mut buf = vec![0; n];
         range.file.read_exact_at(&mut buf, range.at).unwrap();
@@ -886,36 +904,14 @@ mod tests {
         assert_eq!(flow.status(), Some(206));
         assert_eq!(flow.header("content-range"), Some("bytes 0-4/9"));
         assert_eq!(flow.content_length(), Some(5));
-        let first = spool(9);
-        flow.accept(FileRange {
-            file: first.file.clone(),
-            at: 0,
-            len: 9,
-        });
-        run(&mut flow);
-        assert!(
-            matches!(flow.state(), FlowState::Done),
-            "{:?}",
-            flow.state()
-        );
+        let first = take_body(&mut flow, 9);
         assert_eq!(body_of(&first, 5), b"hello");
         assert!(
             flow.again(&url, &[]).unwrap(),
             "keep-alive connection not reused"
         );
         run(&mut flow);
-        let second = spool(4);
-        flow.accept(FileRange {
-            file: second.file.clone(),
-            at: 0,
-            len: 4,
-        });
-        run(&mut flow);
-        assert!(
-            matches!(flow.state(), FlowState::Done),
-            "{:?}",
-            flow.state()
-        );
+        let second = take_body(&mut flow, 4);
         assert_eq!(flow.written(), 4);
         assert_eq!(body_of(&second, 4), b"abcd");
         let other = Url::parse("http://127.0.0.2:1/x").unwrap();

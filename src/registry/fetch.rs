@@ -88,21 +88,7 @@ impl<'r> BlobReader<'r> {
         digest: &Digest,
         size: u64,
     ) -> Result<BlobReader<'r>> {
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        let budget = reg.budget();
-        let mut r = BlobReader {
-            reg,
-            path,
-            digest: digest.clone(),
-            size,
-            offset: 0,
-            resp: None,
-            resumes: 0,
-            budget,
-            mark: (Instant::now(), 0),
-        };
-        r.resp = Some(r.get(None)?);
-        Ok(r)
+        BlobReader::open_at(reg, repo, digest, size, 0, Duration::ZERO)
     }
 
     /// Like [`BlobReader::open`], reading from byte `offset` on, after `wasted` time

@@ -39,14 +39,13 @@ pub fn barge_env(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     barge_in(None, args, env)
 }
 
-/// Runs barge with an optional working directory and extra environment variables.
-/// By default `DOCKER_CONFIG`, `HOME` and `XDG_RUNTIME_DIR` point at an empty
-/// directory, so no credentials of the machine leak into a test.
-pub fn barge_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+/// `barge ARGS` with no proxy, credential file or backtrace settings of the
+/// machine, `home` as `HOME`, `DOCKER_CONFIG` and `XDG_RUNTIME_DIR`, no stdin.
+pub fn barge_command(args: &[&str], home: &Path) -> Command {
     let mut cmd = Command::new(barge_path());
-    cmd.env_remove("BARGE_TEST_BIN");
     cmd.args(args).stdin(Stdio::null());
     for var in [
+        "BARGE_TEST_BIN",
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "ALL_PROXY",
@@ -60,10 +59,17 @@ pub fn barge_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &OsStr)]) -> Ou
     ] {
         cmd.env_remove(var);
     }
-    let empty = empty_home();
-    cmd.env("DOCKER_CONFIG", empty)
-        .env("HOME", empty)
-        .env("XDG_RUNTIME_DIR", empty);
+    cmd.env("DOCKER_CONFIG", home)
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home);
+    cmd
+}
+
+/// Runs barge with an optional working directory and extra environment variables.
+/// By default `DOCKER_CONFIG`, `HOME` and `XDG_RUNTIME_DIR` point at an empty
+/// directory, so no credentials of the machine leak into a test.
+pub fn barge_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+    let mut cmd = barge_command(args, empty_home());
     for (k, v) in env {
         cmd.env(k, v);
     }
