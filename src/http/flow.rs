@@ -112,27 +112,12 @@ enum BodyFraming {
 impl Flow {
     /// Starts `GET url` with `headers` (Host and User-Agent are added) on a new connection.
     pub fn get(url: &Url, headers: &[(String, String)], config: &FlowConfig) -> Result<Flow> {
-        let out = get_bytes(url, headers)?;
         let sock = connect_nonblocking(url)?;
         let tls = match url.https {
             false => None,
             true => Some(Box::new(client_tls(url, config)?)),
         };
-        Ok(Flow {
-            url: url.clone(),
-            sock,
-            tls,
-            connected: false,
-            out,
-            inbuf: Vec::new(),
-            head: None,
-            body: None,
-            state: FlowState::Asking,
-            last_progress: Instant::now(),
-            window: (Instant::now(), 0),
-            slow: false,
-            config: config.clone(),
-        })
+        Flow::on(sock, tls, false, url, headers, config)
     }
 
     /// Like [`Flow::get`], on an idle connection to the same origin.
@@ -149,11 +134,23 @@ impl Flow {
         sock.set_nonblocking(true)?;
         sock.set_read_timeout(None)?;
         sock.set_write_timeout(None)?;
+        Flow::on(sock, tls, true, url, headers, config)
+    }
+
+    /// A flow asking `GET url` on `sock` (connected already, or still connecting).
+    fn on(
+        sock: TcpStream,
+        tls: Option<Box<ClientConnection>>,
+        connected: bool,
+        url: &Url,
+        headers: &[(String, String)],
+        config: &FlowConfig,
+    ) -> Result<Flow> {
         Ok(Flow {
             url: url.clone(),
             sock,
             tls,
-            connected: true,
+            connected,
             out: get_bytes(url, headers)?,
             inbuf: Vec::new(),
             head: None,
