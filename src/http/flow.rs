@@ -93,6 +93,8 @@ pub struct Flow {
     window: (Instant, u64),
     /// It failed for moving too slowly.
     slow: bool,
+    /// The URL of a request sent behind the current one ([`Flow::pipeline`]).
+    queued: Option<Url>,
     config: FlowConfig,
 }
 
@@ -159,6 +161,7 @@ impl Flow {
             last_progress: Instant::now(),
             window: (Instant::now(), 0),
             slow: false,
+            queued: None,
             config: config.clone(),
         })
     }
@@ -173,18 +176,61 @@ impl Flow {
                 .as_ref()
                 .is_some_and(|b| !matches!(b.framing, BodyFraming::Close))
             && self.inbuf.is_empty()
+            && self.queued.is_none()
             && url.origin() == self.url.origin();
         if !reusable {
             return Ok(false);
         }
         self.out = get_bytes(url, headers)?;
-        self.url = url.clone();
+        self.restart(url.clone());
+        Ok(true)
+    }
+
+    /// Sends the next `GET` now, behind the body being received (HTTP/1.1
+    /// pipelining), so that its answer follows without a round trip in between:
+    /// only on a keep-alive connection whose body has a known end, with nothing
+    /// queued yet, to the same origin. `false` leaves it untouched. Once the body
+    /// is done, [`Flow::next`] turns the flow to the queued request.
+    pub fn pipeline(&mut self, url: &Url, headers: &[(String, String)]) -> Result<bool> {
+        let ready = matches!(self.state, FlowState::Body)
+            && self.queued.is_none()
+            && self.head.as_ref().is_some_and(Head::keep_alive)
+            && self
+                .body
+                .as_ref()
+                .is_some_and(|b| !matches!(b.framing, BodyFraming::Close))
+            && url.origin() == self.url.origin();
+        if !ready {
+            return Ok(false);
+        }
+        self.out.extend_from_slice(&get_bytes(url, headers)?);
+        self.queued = Some(url.clone());
+        Ok(true)
+    }
+
+    /// Turns a finished flow to its queued request (whose head may have arrived
+    /// already); `false` if there is none or the current answer is not done.
+    pub fn next(&mut self) -> bool {
+        if !matches!(self.state, FlowState::Done) {
+            return false;
+        }
+        let Some(url) = self.queued.take() else {
+            return false;
+        };
+        self.restart(url);
+        let result = self.take_head(&[]);
+        self.settle(result);
+        true
+    }
+
+    /// Waits for the answer to a request on `url` that was sent (or is being sent).
+    fn restart(&mut self, url: Url) {
+        self.url = url;
         self.head = None;
         self.body = None;
         self.state = FlowState::Asking;
         self.last_progress = Instant::now();
         self.window = (Instant::now(), 0);
-        Ok(true)
     }
 
     /// The URL asked last.
@@ -435,14 +481,19 @@ impl Flow {
             return Ok(());
         };
         while !bytes.is_empty() {
+            if body.complete() {
+                // The next answer's first bytes, if a request was pipelined.
+                if self.queued.is_none() {
+                    return Err(Error::new(
+                        "the server sent more than the body it announced",
+                    ));
+                }
+                self.inbuf.extend_from_slice(bytes);
+                return Ok(());
+            }
             let (data, used) = match &mut body.framing {
                 BodyFraming::Length(n) => {
                     let k = (*n - body.written).min(bytes.len() as u64) as usize;
-                    if k == 0 {
-                        return Err(Error::new(
-                            "the server sent more than the body it announced",
-                        ));
-                    }
                     (&bytes[..k], k)
                 }
                 BodyFraming::Close => (bytes, bytes.len()),
@@ -455,13 +506,7 @@ impl Flow {
     }
 
     fn finish_if_complete(&mut self) {
-        let Some(body) = &self.body else { return };
-        let complete = match &body.framing {
-            BodyFraming::Length(n) => body.written == *n,
-            BodyFraming::Chunked(c) => c.finished(),
-            BodyFraming::Close => false,
-        };
-        if complete {
+        if self.body.as_ref().is_some_and(Body::complete) {
             self.state = FlowState::Done;
         }
     }
@@ -516,6 +561,16 @@ impl Flow {
 }
 
 impl Body {
+    /// Whether the whole body has arrived (a body that ends with the connection
+    /// never is, before then).
+    fn complete(&self) -> bool {
+        match &self.framing {
+            BodyFraming::Length(n) => self.written == *n,
+            BodyFraming::Chunked(c) => c.finished(),
+            BodyFraming::Close => false,
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.written + data.len() as u64 > self.sink.len {
             return Err(Error::new("the server sent more than was asked"));
@@ -950,6 +1005,108 @@ mod tests {
             matches!(f.state(), FlowState::Failed(_))
         });
         assert!(refused.unwrap_or(true));
+    }
+
+    /// A server on one connection that follows `script`: `None` reads one request
+    /// head, `Some(bytes)` writes them.
+    fn scripted(script: Vec<Option<&'static [u8]>>) -> Url {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let mut r = io::BufReader::new(sock.try_clone().unwrap());
+            let mut w = sock;
+            for step in script {
+                match step {
+                    Some(bytes) => {
+                        let _ = w.write_all(bytes);
+                    }
+                    None => {
+                        let mut line = String::new();
+                        while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                            line.clear();
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap()
+    }
+
+    #[test]
+    fn pipelined_answers_follow_each_other() {
+        // The second answer's head comes in the same packet as the first body's end.
+        let url = scripted(vec![
+            None,
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc"),
+            None,
+            Some(b"defHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\ng"),
+            None,
+            Some(b"h\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nij"),
+        ]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        let first = spool(6);
+        flow.accept(FileRange {
+            file: first.file.clone(),
+            at: 0,
+            len: 6,
+        });
+        assert!(flow.pipeline(&url, &[]).unwrap());
+        assert!(!flow.pipeline(&url, &[]).unwrap(), "two queued");
+        run(&mut flow);
+        assert!(
+            matches!(flow.state(), FlowState::Done),
+            "{:?}",
+            flow.state()
+        );
+        assert_eq!(body_of(&first, 6), b"abcdef");
+        assert!(flow.next());
+        assert!(
+            matches!(flow.state(), FlowState::Head),
+            "{:?}",
+            flow.state()
+        );
+        let second = spool(2);
+        flow.accept(FileRange {
+            file: second.file.clone(),
+            at: 0,
+            len: 2,
+        });
+        // Behind a chunked body too.
+        assert!(flow.pipeline(&url, &[]).unwrap());
+        run(&mut flow);
+        assert_eq!(body_of(&second, 2), b"gh");
+        assert!(flow.next());
+        run(&mut flow);
+        let third = take_body(&mut flow, 2);
+        assert_eq!(body_of(&third, 2), b"ij");
+        assert!(!flow.next(), "nothing was queued");
+    }
+
+    #[test]
+    fn bytes_past_a_body_fail_unless_a_request_was_pipelined() {
+        let url = scripted(vec![
+            None,
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n"),
+        ]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        flow.accept(spool(3));
+        run(&mut flow);
+        assert!(
+            matches!(flow.state(), FlowState::Failed(_)),
+            "{:?}",
+            flow.state()
+        );
+        // A body that ends with the connection cannot have a request behind it.
+        let url = scripted(vec![None, Some(b"HTTP/1.1 200 OK\r\n\r\nab")]);
+        let mut flow = Flow::get(&url, &[], &config()).unwrap();
+        run(&mut flow);
+        flow.accept(spool(3));
+        assert!(!flow.pipeline(&url, &[]).unwrap());
     }
 
     #[test]

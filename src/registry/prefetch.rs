@@ -62,13 +62,21 @@ pub struct Prefetch {
     /// Every blob's chunks, in reading order.
     chunks: Vec<Chunk>,
     /// Open connections and what each is doing.
-    flows: Vec<(Flow, Job)>,
+    flows: Vec<Lane>,
     /// The blob a reader is reading now.
     reading: Option<usize>,
     /// At most this many connections.
     max_flows: usize,
     /// The registry's idle connection, for the first flow.
     spare: Option<IdleConn>,
+}
+
+/// A connection, the chunk it fetches, and the chunk asked for behind it.
+struct Lane {
+    flow: Flow,
+    job: Job,
+    /// A chunk whose request is pipelined behind the current one ([`Flow::pipeline`]).
+    next: Option<usize>,
 }
 
 /// What a connection is doing.
@@ -220,10 +228,10 @@ impl Prefetch {
             blobs[c.blob].offset + c.start + c.filled > limit
         };
         let mut busy: Vec<&mut Flow> = Vec::new();
-        for (flow, job) in self.flows.iter_mut() {
-            match *job {
-                Job::Chunk(k) if pace && ahead(k) => flow.rest(),
-                Job::Chunk(_) => busy.push(flow),
+        for lane in self.flows.iter_mut() {
+            match lane.job {
+                Job::Chunk(k) if pace && ahead(k) => lane.flow.rest(),
+                Job::Chunk(_) => busy.push(&mut lane.flow),
                 _ => {}
             }
         }
@@ -234,9 +242,22 @@ impl Prefetch {
         for i in 0..self.flows.len() {
             self.settle(i);
         }
-        self.flows.retain(|(_, j)| *j != Job::Close);
+        self.close_lanes();
         self.assign();
         Ok(())
+    }
+
+    /// Drops the connections marked [`Job::Close`]; chunks asked for behind
+    /// their current one wait again (no resume is charged: they were not tried).
+    fn close_lanes(&mut self) {
+        for lane in &self.flows {
+            if let (Job::Close, Some(n)) = (lane.job, lane.next) {
+                if self.chunks[n].state == ChunkState::Running {
+                    self.chunks[n].state = ChunkState::Waiting;
+                }
+            }
+        }
+        self.flows.retain(|l| l.job != Job::Close);
     }
 
     /// Starts the next waiting chunks, in reading order, on idle connections first,
@@ -268,8 +289,8 @@ impl Prefetch {
             .map_or(u64::MAX, |b| b.offset + b.read)
     }
 
-    /// Asks for what is left of chunk `k` on an idle connection or a new one;
-    /// `false` when every connection is busy.
+    /// Asks for what is left of chunk `k` on an idle connection, a new one, or
+    /// behind the chunk a busy one is receiving; `false` when none can take it.
     fn launch(&mut self, k: usize) -> bool {
         let (url, headers, from) = self.request_for(k);
         let c = &self.chunks[k];
@@ -278,13 +299,20 @@ impl Prefetch {
         let most = self.max_flows + usize::from(self.reading == Some(c.blob));
         let started = match self.reuse(&url, &headers) {
             Some(i) => {
-                self.flows[i].1 = Job::Chunk(k);
+                self.flows[i].job = Job::Chunk(k);
                 true
             }
-            None if self.open_flows() >= most => return false,
+            None if self.open_flows() >= most => match self.queue_behind(k, &url, &headers) {
+                true => true,
+                false => return false,
+            },
             None => match self.new_flow(&url, &headers) {
                 Ok(flow) => {
-                    self.flows.push((flow, Job::Chunk(k)));
+                    self.flows.push(Lane {
+                        flow,
+                        job: Job::Chunk(k),
+                        next: None,
+                    });
                     true
                 }
                 Err(_) => false,
@@ -326,33 +354,61 @@ impl Prefetch {
     /// cannot (closed by the server, another origin) are closed.
     fn reuse(&mut self, url: &Url, headers: &[(String, String)]) -> Option<usize> {
         for i in 0..self.flows.len() {
-            let (flow, job) = &mut self.flows[i];
-            if *job != Job::Idle {
+            let lane = &mut self.flows[i];
+            if lane.job != Job::Idle {
                 continue;
             }
-            match flow.again(url, headers) {
+            match lane.flow.again(url, headers) {
                 Ok(true) => return Some(i),
-                _ => *job = Job::Close,
+                _ => lane.job = Job::Close,
             }
         }
         None
     }
 
+    /// Pipelines chunk `k`'s request behind the body of the connection with the
+    /// least left to receive, so that the connection goes on without a round
+    /// trip's pause; `false` if no connection can take it now.
+    fn queue_behind(&mut self, k: usize, url: &Url, headers: &[(String, String)]) -> bool {
+        let left = |lane: &Lane| match lane.job {
+            Job::Chunk(j) => {
+                let c = &self.chunks[j];
+                c.end - c.start - c.filled
+            }
+            _ => u64::MAX,
+        };
+        let mut order: Vec<usize> = (0..self.flows.len())
+            .filter(|&i| {
+                let lane = &self.flows[i];
+                lane.next.is_none() && matches!(lane.flow.state(), FlowState::Body)
+            })
+            .collect();
+        order.sort_by_key(|&i| left(&self.flows[i]));
+        for i in order {
+            if let Ok(true) = self.flows[i].flow.pipeline(url, headers) {
+                self.flows[i].next = Some(k);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Connections that are not being closed.
     fn open_flows(&self) -> usize {
-        self.flows.iter().filter(|(_, j)| *j != Job::Close).count()
+        self.flows.iter().filter(|l| l.job != Job::Close).count()
     }
 
     /// Looks at connection `i` after a poll: its head, its end, its failure.
     fn settle(&mut self, i: usize) {
-        let Job::Chunk(k) = self.flows[i].1 else {
+        let Job::Chunk(k) = self.flows[i].job else {
             return;
         };
-        let (flow, job) = &mut self.flows[i];
+        let Lane { flow, job, .. } = &mut self.flows[i];
         let c = &mut self.chunks[k];
         let b = &mut self.blobs[c.blob];
-        let Some(file) = b.file.clone() else {
-            *job = Job::Close; // released meanwhile: the answer is not wanted
+        let Some(file) = b.file.clone().filter(|_| c.state == ChunkState::Running) else {
+            // Released or covered meanwhile: the answer is not wanted.
+            *job = Job::Close;
             return;
         };
         match flow.state() {
@@ -373,6 +429,7 @@ impl Prefetch {
                         }
                     }
                 };
+                self.turn_to_next(i);
             }
             FlowState::Failed(e) => {
                 // A slow registry is left to the ordinary path, which words it and
@@ -416,6 +473,24 @@ impl Prefetch {
         }
     }
 
+    /// Connection `i` finished its chunk: it goes on with the one pipelined behind it.
+    fn turn_to_next(&mut self, i: usize) {
+        let lane = &mut self.flows[i];
+        let Some(n) = lane.next.take() else {
+            return;
+        };
+        match lane.flow.next() {
+            true => {
+                lane.job = Job::Chunk(n);
+                self.settle(i);
+            }
+            false => {
+                lane.job = Job::Close;
+                self.chunks[n].state = ChunkState::Waiting;
+            }
+        }
+    }
+
     /// Chunk `k` (a blob's first) takes the whole blob: the blob's other chunks
     /// are covered by it, and connections working on them are closed.
     fn cover(&mut self, k: usize) {
@@ -425,9 +500,9 @@ impl Prefetch {
                 c.state = ChunkState::Covered;
             }
         }
-        for (_, job) in self.flows.iter_mut() {
-            if matches!(*job, Job::Chunk(j) if j != k && self.chunks[j].blob == blob) {
-                *job = Job::Close;
+        for lane in self.flows.iter_mut() {
+            if matches!(lane.job, Job::Chunk(j) if j != k && self.chunks[j].blob == blob) {
+                lane.job = Job::Close;
             }
         }
     }
@@ -468,12 +543,12 @@ impl Prefetch {
         let b = &mut self.blobs[i];
         b.released = true;
         b.file = None;
-        for (_, job) in self.flows.iter_mut() {
-            if matches!(*job, Job::Chunk(k) if self.chunks[k].blob == i) {
-                *job = Job::Close;
+        for lane in self.flows.iter_mut() {
+            if matches!(lane.job, Job::Chunk(k) if self.chunks[k].blob == i) {
+                lane.job = Job::Close;
             }
         }
-        self.flows.retain(|(_, j)| *j != Job::Close);
+        self.close_lanes();
     }
 }
 
