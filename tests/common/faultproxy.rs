@@ -2,16 +2,23 @@
 //! port), forwards to a real registry, and misbehaves on the requests its rules match
 //! (by method and path): trickles or stalls the response after N bytes, resets the
 //! connection after N bytes of the request body, or lets the request through and
-//! resets the connection instead of passing the answer on. Requests are parsed just enough to
-//! find their bodies (barge always sends `Content-Length`); everything else is passed
-//! through untouched. Threads only, bounded in time: after its lifetime (or when
-//! dropped) the proxy closes every connection and its threads end by themselves.
+//! resets the connection instead of passing the answer on. Requests are parsed just
+//! enough to find their bodies (barge always sends `Content-Length`), responses just
+//! enough to find their ends (status, the method asked, `Content-Length`, chunked
+//! framing; without a length a response ends with the connection); everything else is
+//! passed through untouched. Pipelining is tolerated the way many HTTP/1.1 servers do:
+//! a request sent before the answer to the one before it went back is read (and matched
+//! against the rules, in arrival order), but its fault is not armed and it is neither
+//! forwarded nor answered by the proxy until that answer went back whole, so each fault
+//! hits the answer to its own request. Threads only, bounded in time: after its
+//! lifetime (or when dropped) the proxy closes every connection and its threads end by
+//! themselves.
 //! It also counts connections and flights (round trips: client bytes that arrive
 //! after answer bytes went back on that connection, or first on it), and records
-//! every request it saw (connection, method, target, `Range` header) and the most
-//! connections open at once. For ranged downloads it can strip the `Range` header,
-//! answer a status or a redirect itself, cut an answer short, or make a 206 lie (a
-//! shifted `Content-Range`, or another range's bytes under the right label).
+//! every request it saw (connection, method, target, `Range` header) in arrival order,
+//! and the most connections open at once. For ranged downloads it can strip the `Range`
+//! header, answer a status or a redirect itself, cut an answer short, or make a 206 lie
+//! (a shifted `Content-Range`, or another range's bytes under the right label).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -23,6 +30,12 @@ use std::time::{Duration, Instant};
 
 /// How often blocked proxy threads look at the clock and the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a pipelined request looks whether its turn came.
+const TURN_POLL: Duration = Duration::from_millis(2);
+/// The most request bytes read ahead from a client.
+const MAX_PENDING: usize = 1 << 20;
+/// The longest response head (or chunk-size or trailer line) the proxy follows.
+const MAX_HEAD: usize = 64 << 10;
 
 /// What to do to a matched request.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +51,7 @@ pub enum Action {
     /// Forward the whole request; once the registry answers, drop the answer and
     /// reset the client's connection (the request took effect, the client cannot know).
     DropAnswer,
-    /// Forward the request and its answer, then close the client's connection
+    /// Forward the request and its whole answer, then close the client's connection
     /// (FIN), dropping requests pipelined behind it: a keep-alive close mid-flight.
     CloseAfterAnswer,
     /// Forward the answer's first `after` bytes, then close the client's connection
@@ -247,7 +260,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The fault armed for the response now on its way, shared by a connection's two pumps.
+/// Shared by a connection's two pumps: the fault armed for the response now on its way,
+/// and how many responses are due and went back whole (a pipelined request waits for
+/// its turn).
 #[derive(Default)]
 struct Armed {
     action: Option<Action>,
@@ -257,6 +272,14 @@ struct Armed {
     answered: bool,
     /// The answer's `Content-Range` is to be rewritten.
     rewrite: Option<Rewrite>,
+    /// The response on its way answers a HEAD: no body follows its head.
+    to_head: bool,
+    /// Requests forwarded upstream or answered by the proxy itself, so far.
+    sent: usize,
+    /// Responses that went back to the client whole, so far.
+    complete: usize,
+    /// The responses pump ended: no response completes any more.
+    ended: bool,
 }
 
 /// How an answer's `Content-Range: bytes X-Y/TOTAL` is rewritten.
@@ -303,7 +326,8 @@ fn serve(client: TcpStream, shared: Arc<Shared>) {
     // Dropping the last handles closes both sockets (with RST after a reset).
 }
 
-/// Client → upstream, one request at a time; arms response faults, performs resets.
+/// Client → upstream, one request at a time (a pipelined one waits until the answer
+/// before it went back whole); arms response faults, performs resets.
 /// True when it ended with a reset.
 fn requests(
     conn: usize,
@@ -315,7 +339,7 @@ fn requests(
 ) -> bool {
     let mut pending = Vec::new();
     loop {
-        let Some(mut head_len) = read_head(client, &mut pending, armed, done, shared) else {
+        let Some(head_len) = read_head(client, &mut pending, armed, done, shared) else {
             return false;
         };
         if head_len == 0 {
@@ -338,49 +362,28 @@ fn requests(
             range: range.clone(),
         });
         let action = shared.action_for(method, target, body_len, range.as_deref());
-        arm(armed, action, range.as_deref());
-        let answer = match action {
-            Some(Action::Status(code)) => Some(status_answer(code)),
-            Some(Action::RedirectTo { port }) => Some(format!(
-                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}{target}\r\n\
-                 Content-Length: 0\r\n\r\n"
-            )),
-            _ => None,
-        };
-        if let Some(answer) = answer {
+        if !wait_turn(client, &mut pending, armed, shared) {
+            return false;
+        }
+        arm(armed, action, range.as_deref(), method == "HEAD");
+        if let Some(answer) = own_answer(action, target) {
             pending.drain(..head_len);
             if client.write_all(answer.as_bytes()).is_err() {
                 return false;
             }
-            armed.lock().unwrap().answered = true;
+            let mut a = armed.lock().unwrap();
+            a.answered = true;
+            a.complete += 1;
             continue;
-        }
-        let new_head = match (action, range.as_deref().and_then(parse_range)) {
-            (Some(Action::StripRange), _) => Some(edit_head(&head, "range", None)),
-            (Some(Action::OtherBytes), Some((a, b))) => {
-                let other = format!("bytes=0-{}", b.saturating_sub(a));
-                Some(edit_head(&head, "range", Some(&other)))
-            }
-            _ => None,
-        };
-        if let Some(h) = new_head {
-            pending.splice(..head_len, h.into_bytes());
-            head_len = pending
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .unwrap_or(0)
-                + 4;
         }
         let reset_after = match action {
             Some(Action::ResetBody { after }) => Some(after),
             _ => None,
         };
         let body_budget = reset_after.unwrap_or(body_len);
-        if upstream.write_all(&pending[..head_len]).is_err() {
-            return false;
-        }
-        pending.drain(..head_len);
-        if !copy_body(client, upstream, &mut pending, body_budget, done, shared) {
+        if !forward_head(upstream, &mut pending, head_len, action, range.as_deref())
+            || !copy_body(client, upstream, &mut pending, body_budget, done, shared)
+        {
             return false;
         }
         if reset_after.is_some() {
@@ -394,17 +397,50 @@ fn requests(
             return true;
         }
         if matches!(action, Some(Action::CloseAfterAnswer)) {
-            wait_for_answer(armed, shared);
-            thread::sleep(POLL); // the rest of a small answer
+            // The whole answer goes back; requests pipelined behind it are dropped.
+            wait_turn(client, &mut pending, armed, shared);
             return false;
         }
     }
 }
 
-/// Arms (or disarms) the fault for the answer to the request now going upstream.
-fn arm(armed: &Mutex<Armed>, action: Option<Action>, range: Option<&str>) {
+/// Waits until every answer due on the connection went back whole: a pipelined
+/// request's turn (what the client sends meanwhile is kept in `pending`, counting
+/// flights as [`read_head`] does). False when the connection or the proxy ended first.
+fn wait_turn(
+    client: &TcpStream,
+    pending: &mut Vec<u8>,
+    armed: &Mutex<Armed>,
+    shared: &Shared,
+) -> bool {
+    loop {
+        {
+            let a = armed.lock().unwrap();
+            if a.complete >= a.sent {
+                return true;
+            }
+            if a.ended {
+                return false;
+            }
+        }
+        if shared.stopping() {
+            return false;
+        }
+        if pending.len() > MAX_PENDING {
+            thread::sleep(TURN_POLL);
+        } else if readable(client, TURN_POLL) && !read_client(client, pending, armed, shared) {
+            return false;
+        }
+    }
+}
+
+/// Arms (or disarms) the fault for the answer to the request now going upstream (or
+/// answered by the proxy), and counts that request as sent.
+fn arm(armed: &Mutex<Armed>, action: Option<Action>, range: Option<&str>, to_head: bool) {
     let mut armed = armed.lock().unwrap();
     armed.forwarded = 0;
+    armed.to_head = to_head;
+    armed.sent += 1;
     armed.action = match action {
         Some(
             a @ (Action::Trickle { .. }
@@ -421,6 +457,42 @@ fn arm(armed: &Mutex<Armed>, action: Option<Action>, range: Option<&str>) {
         (Some(Action::ShortUnsized { body }), _) => Some(Rewrite::Unsized(body)),
         _ => None,
     };
+}
+
+/// The answer the proxy gives itself instead of forwarding, if the action is one.
+fn own_answer(action: Option<Action>, target: &str) -> Option<String> {
+    match action {
+        Some(Action::Status(code)) => Some(status_answer(code)),
+        Some(Action::RedirectTo { port }) => Some(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}{target}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )),
+        _ => None,
+    }
+}
+
+/// Sends the request head at the start of `pending` upstream (without its `Range`, or
+/// with another one, as the action says) and takes it out of `pending`; false when the
+/// registry is gone.
+fn forward_head(
+    mut upstream: &TcpStream,
+    pending: &mut Vec<u8>,
+    head_len: usize,
+    action: Option<Action>,
+    range: Option<&str>,
+) -> bool {
+    let head: Vec<u8> = pending.drain(..head_len).collect();
+    let text = || String::from_utf8_lossy(&head).into_owned();
+    let edited = match (action, range.and_then(parse_range)) {
+        (Some(Action::StripRange), _) => Some(edit_head(&text(), "range", None)),
+        (Some(Action::OtherBytes), Some((a, b))) => {
+            let other = format!("bytes=0-{}", b.saturating_sub(a));
+            Some(edit_head(&text(), "range", Some(&other)))
+        }
+        _ => None,
+    };
+    let bytes = edited.as_ref().map_or(&head[..], |h| h.as_bytes());
+    upstream.write_all(bytes).is_ok()
 }
 
 /// A whole answer with `code` and a registry-style JSON error body.
@@ -502,35 +574,68 @@ fn wait_for_answer(armed: &Mutex<Armed>, shared: &Shared) {
 /// Reads until `pending` holds a whole request head; its length (0 when the bytes
 /// are not HTTP), or `None` at the end.
 fn read_head(
-    mut client: &TcpStream,
+    client: &TcpStream,
     pending: &mut Vec<u8>,
     armed: &Mutex<Armed>,
     done: &AtomicBool,
     shared: &Shared,
 ) -> Option<usize> {
-    let mut buf = [0u8; 16 * 1024];
     loop {
         if pending.first().is_some_and(|b| !b.is_ascii_uppercase()) {
             return Some(0);
         }
-        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(i + 4);
+        if let Some(end) = head_end(pending) {
+            return Some(end);
         }
-        if shared.stopping() || done.load(Ordering::SeqCst) || pending.len() > 1 << 20 {
+        if shared.stopping() || done.load(Ordering::SeqCst) || pending.len() > MAX_PENDING {
             return None;
         }
-        match client.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => {
-                if std::mem::take(&mut armed.lock().unwrap().answered) {
-                    shared.flights.fetch_add(1, Ordering::SeqCst);
-                }
-                pending.extend_from_slice(&buf[..n]);
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(_) => return None,
+        if !read_client(client, pending, armed, shared) {
+            return None;
         }
     }
+}
+
+/// One read from the client into `pending` (bytes after answer bytes went back start
+/// a flight); false at its end or on an error, true otherwise (also after a timeout).
+fn read_client(
+    mut client: &TcpStream,
+    pending: &mut Vec<u8>,
+    armed: &Mutex<Armed>,
+    shared: &Shared,
+) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    match client.read(&mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            if std::mem::take(&mut armed.lock().unwrap().answered) {
+                shared.flights.fetch_add(1, Ordering::SeqCst);
+            }
+            pending.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(e) => is_timeout(&e),
+    }
+}
+
+/// Whether the client has bytes (or its end) to read within `wait`.
+fn readable(client: &TcpStream, wait: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: client.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, for a descriptor we own, and its count.
+    let ready = unsafe { libc::poll(&mut fd, 1, wait.as_millis() as libc::c_int) };
+    ready > 0
+}
+
+/// The length of the head at the start of `bytes` (up to its blank line), once whole.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
 }
 
 /// Forwards `len` body bytes (some may be in `pending` already); false when the connection ended.
@@ -570,7 +675,8 @@ fn copy_body(
     true
 }
 
-/// Upstream → client, with the armed fault applied to the bytes of the current response.
+/// Upstream → client, response by response, with the armed fault applied to the bytes
+/// of the current response; counts the responses that went back whole.
 fn responses(
     mut upstream: TcpStream,
     mut client: TcpStream,
@@ -579,50 +685,231 @@ fn responses(
     shared: &Shared,
 ) {
     let mut buf = [0u8; 64 * 1024];
-    let mut held = Vec::new();
+    let mut pump = Pump::default();
     while !shared.stopping() && !done.load(Ordering::SeqCst) {
         let n = match upstream.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                // A head cut short by the registry's close goes back as it is.
+                if !pump.held.is_empty() {
+                    deliver(&mut client, &pump.held, armed, done, shared);
+                }
+                break;
+            }
             Ok(n) => n,
             Err(e) if is_timeout(&e) => continue,
             Err(_) => break,
         };
-        let rewrite = armed.lock().unwrap().rewrite;
-        let data = match rewrite {
-            None => buf[..n].to_vec(),
-            Some(how) => {
-                held.extend_from_slice(&buf[..n]);
-                let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&held[..end + 4]).into_owned();
-                let head = match how {
-                    Rewrite::Unsized(_) => edit_head(&head, "content-length", None),
-                    _ => rewrite_content_range(&head, how),
-                };
-                let mut a = armed.lock().unwrap();
-                a.rewrite = None;
-                if let Rewrite::Unsized(body) = how {
-                    a.action = Some(Action::CloseMidAnswer {
-                        after: head.len() + body,
-                    });
-                    a.forwarded = 0;
-                }
-                drop(a);
-                let mut data = head.into_bytes();
-                data.extend_from_slice(&held[end + 4..]);
-                held.clear();
-                data
-            }
-        };
-        if !deliver(&mut client, &data, armed, done, shared) {
+        pump.held.extend_from_slice(&buf[..n]);
+        if !pump.forward(&mut client, armed, done, shared) {
             break;
         }
     }
+    armed.lock().unwrap().ended = true;
     if !done.load(Ordering::SeqCst) {
         // The registry closed: so does the proxy, towards the client.
         let _ = client.shutdown(Shutdown::Write);
     }
+}
+
+/// The responses coming back on one connection, followed through their framing.
+#[derive(Default)]
+struct Pump {
+    /// Bytes from the registry not forwarded yet.
+    held: Vec<u8>,
+    /// The body now coming; `None` while a head is awaited.
+    body: Option<Body>,
+}
+
+impl Pump {
+    /// Forwards what `held` makes whole (a head, body bytes) as the armed fault allows,
+    /// and counts each response that went back whole; false once the client is gone.
+    fn forward(
+        &mut self,
+        client: &mut TcpStream,
+        armed: &Mutex<Armed>,
+        done: &AtomicBool,
+        shared: &Shared,
+    ) -> bool {
+        loop {
+            let (out, ends) = match self.body.as_mut() {
+                None => match self.take_head(armed) {
+                    Some(taken) => taken,
+                    None => return true,
+                },
+                Some(_) if self.held.is_empty() => return true,
+                Some(body) => {
+                    let (n, ends) = body.take(&self.held);
+                    (self.held.drain(..n).collect(), ends)
+                }
+            };
+            if ends {
+                self.body = None;
+            }
+            if !out.is_empty() && !deliver(client, &out, armed, done, shared) {
+                return false;
+            }
+            if ends {
+                armed.lock().unwrap().complete += 1;
+            }
+        }
+    }
+
+    /// The next response head once whole in `held` (rewritten as armed), and whether
+    /// the response ends with it. Bytes that cannot start a head go through as a body
+    /// that ends with the connection.
+    fn take_head(&mut self, armed: &Mutex<Armed>) -> Option<(Vec<u8>, bool)> {
+        let Some(end) = head_end(&self.held) else {
+            if self.held.is_empty() || could_be_head(&self.held) {
+                return None;
+            }
+            self.body = Some(Body::UntilClose);
+            return Some((std::mem::take(&mut self.held), false));
+        };
+        let raw: Vec<u8> = self.held.drain(..end).collect();
+        let head = String::from_utf8_lossy(&raw).into_owned();
+        let to_head = armed.lock().unwrap().to_head;
+        let Some(body) = body_after(&head, to_head) else {
+            return Some((raw, false)); // interim: the final head follows
+        };
+        let out = rewrite_head(&head, armed).map_or(raw, String::into_bytes);
+        match body {
+            Body::Sized(0) => Some((out, true)),
+            body => {
+                self.body = Some(body);
+                Some((out, false))
+            }
+        }
+    }
+}
+
+/// Whether `bytes` may be the start of a response head still arriving.
+fn could_be_head(bytes: &[u8]) -> bool {
+    let start = &bytes[..bytes.len().min(5)];
+    bytes.len() <= MAX_HEAD && b"HTTP/".starts_with(start)
+}
+
+/// The head as the armed rewrite has it, if one is armed (it is used up).
+fn rewrite_head(head: &str, armed: &Mutex<Armed>) -> Option<String> {
+    let mut a = armed.lock().unwrap();
+    let how = a.rewrite.take()?;
+    let Rewrite::Unsized(body) = how else {
+        return Some(rewrite_content_range(head, how));
+    };
+    let head = edit_head(head, "content-length", None);
+    a.action = Some(Action::CloseMidAnswer {
+        after: head.len() + body,
+    });
+    a.forwarded = 0;
+    Some(head)
+}
+
+/// How a response body ends.
+#[derive(Debug)]
+enum Body {
+    /// After this many more bytes.
+    Sized(u64),
+    /// With its last chunk and trailer.
+    Chunked(Chunk),
+    /// With the connection: no length, or framing the proxy cannot follow.
+    UntilClose,
+}
+
+/// Where a chunked body stands.
+#[derive(Debug)]
+enum Chunk {
+    /// In a chunk-size line (its bytes so far).
+    Size(Vec<u8>),
+    /// In chunk data: the bytes left, its closing CRLF included.
+    Data(u64),
+    /// In the trailer after the last chunk (the current line so far): a blank line ends it.
+    Trailer(Vec<u8>),
+}
+
+/// The body after a response `head` (to a HEAD request if `to_head`); `None` for an
+/// interim (1xx) head, which the final head follows.
+fn body_after(head: &str, to_head: bool) -> Option<Body> {
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = header(head, "transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let length = header(head, "content-length").and_then(|v| v.parse().ok());
+    Some(match status {
+        101 => Body::UntilClose,
+        100..=199 => return None,
+        204 | 304 => Body::Sized(0),
+        _ if to_head => Body::Sized(0),
+        _ if chunked => Body::Chunked(Chunk::Size(Vec::new())),
+        _ => length.map_or(Body::UntilClose, Body::Sized),
+    })
+}
+
+impl Body {
+    /// How many of the first bytes of `data` belong to this body, and whether it
+    /// ends with them.
+    fn take(&mut self, data: &[u8]) -> (usize, bool) {
+        match self {
+            Body::Sized(left) => {
+                let n = (*left).min(data.len() as u64);
+                *left -= n;
+                (n as usize, *left == 0)
+            }
+            Body::UntilClose => (data.len(), false),
+            Body::Chunked(chunk) => take_chunked(chunk, data).unwrap_or_else(|| {
+                *self = Body::UntilClose;
+                (data.len(), false)
+            }),
+        }
+    }
+}
+
+/// [`Body::take`] for a chunked body; `None` when its framing makes no sense.
+fn take_chunked(chunk: &mut Chunk, data: &[u8]) -> Option<(usize, bool)> {
+    let mut at = 0;
+    while at < data.len() {
+        let line = match chunk {
+            Chunk::Data(left) => {
+                let n = (*left).min((data.len() - at) as u64);
+                *left -= n;
+                at += n as usize;
+                if *left == 0 {
+                    *chunk = Chunk::Size(Vec::new());
+                }
+                continue;
+            }
+            Chunk::Size(line) | Chunk::Trailer(line) => line,
+        };
+        let rest = &data[at..];
+        let nl = rest.iter().position(|&b| b == b'\n');
+        line.extend_from_slice(&rest[..nl.unwrap_or(rest.len())]);
+        if line.len() > MAX_HEAD {
+            return None;
+        }
+        let Some(nl) = nl else {
+            return Some((data.len(), false));
+        };
+        at += nl + 1;
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_string();
+        *chunk = match chunk {
+            Chunk::Size(_) => match chunk_size(&text)? {
+                0 => Chunk::Trailer(Vec::new()),
+                n => Chunk::Data(n.checked_add(2)?),
+            },
+            _ if text.is_empty() => return Some((at, true)),
+            _ => Chunk::Trailer(Vec::new()),
+        };
+    }
+    Some((at, false))
+}
+
+/// The size in a chunk-size line (`HEX[;extensions]`).
+fn chunk_size(line: &str) -> Option<u64> {
+    let hex = line.split(';').next()?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// Sends `data` to the client as the armed fault allows; false once the client is gone.
