@@ -7,10 +7,11 @@
 //! enough to find their ends (status, the method asked, `Content-Length`, chunked
 //! framing; without a length a response ends with the connection); everything else is
 //! passed through untouched. Pipelining is tolerated the way many HTTP/1.1 servers do:
-//! a request sent before the answer to the one before it went back is read (and matched
-//! against the rules, in arrival order), but its fault is not armed and it is neither
-//! forwarded nor answered by the proxy until that answer went back whole, so each fault
-//! hits the answer to its own request. Threads only, bounded in time: after its
+//! a request sent before the answer to the one before it went back is read (and recorded,
+//! in arrival order), but it is neither matched against the rules, nor forwarded, nor
+//! answered by the proxy until that answer went back whole, so each fault hits the
+//! answer to its own request, and a request dropped before its turn (its connection
+//! closed by a fault) uses up no rule's turn. Threads only, bounded in time: after its
 //! lifetime (or when dropped) the proxy closes every connection and its threads end by
 //! themselves.
 //! It also counts connections and flights (round trips: client bytes that arrive
@@ -418,10 +419,11 @@ fn requests(
             target: target.to_string(),
             range: range.clone(),
         });
-        let action = shared.action_for(method, target, body_len, range.as_deref());
         if !wait_turn(client, &mut pending, armed, shared) {
             return false;
         }
+        // Matched only now: a request dropped before its turn uses up no rule's turn.
+        let action = shared.action_for(method, target, body_len, range.as_deref());
         arm(armed, action, range.as_deref(), method == "HEAD");
         if let Some(answer) = own_answer(action, target) {
             pending.drain(..head_len);
