@@ -4,7 +4,8 @@
 //! the answer to its own request and the answers come back whole and in order. Once
 //! in front of a real docker-registry, once in front of a small upstream written here
 //! that answers with framings the registry does not use (chunked with a trailer, an
-//! interim 1xx head, 204) and notes whether a request came before its time.
+//! interim 1xx head, 204) and notes whether a request came before its time. And the
+//! throttle: a rate per connection, kept across the pipelined answers on it.
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROXY_LIFE: Duration = Duration::from_secs(60);
 /// How long a read from a socket may block in these tests.
@@ -333,4 +334,72 @@ fn pipelined_requests_go_upstream_only_after_the_answer_before() {
         .collect();
     assert_eq!(noted, expected, "what the upstream saw");
     assert_eq!(proxy.flights(), 1, "one flight of six requests");
+}
+
+/// What `f` gives, and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// A throttle limits each connection, not the proxy: a 2 MiB blob through a proxy
+/// throttled at 1 MiB/s takes about 2 s on one connection (as two pipelined halves:
+/// the limit holds across answers), two connections fetching a half each take about
+/// 1 s, and a request the rule does not match goes at loopback speed.
+#[test]
+fn throttle_limits_each_connection_to_its_rate() {
+    let reg = Registry::start(Mode::Plain);
+    let blob = noise(2 << 20, 2027);
+    let digest = upload(&reg, "throttle/blob", &blob);
+    let throttle = Action::Throttle {
+        per_second: 1 << 20,
+    };
+    let rules = vec![Rule::new("GET", "?slow", throttle, usize::MAX)];
+    let proxy = FaultProxy::start(reg.port, rules, PROXY_LIFE);
+    let host = proxy.host();
+    let target = format!("/v2/throttle/blob/blobs/{digest}");
+    let slow = format!("{target}?slow");
+    let half = blob.len() / 2;
+    let first = format!("Range: bytes=0-{}\r\n", half - 1);
+    let second = format!("Range: bytes={half}-{}\r\n", blob.len() - 1);
+    let halves = |answers: &[Answer]| {
+        let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.body[..]).collect();
+        bodies == [&blob[..half], &blob[half..]]
+    };
+
+    let (answers, fast) = timed(|| pipeline(&host, &[("GET", &target, "")]));
+    assert_eq!(answers[0].body, blob, "the unthrottled answer");
+    let (answers, one) = timed(|| {
+        pipeline(
+            &host,
+            &[
+                ("GET", slow.as_str(), first.as_str()),
+                ("GET", &slow, &second),
+            ],
+        )
+    });
+    assert!(halves(&answers), "the halves on one connection");
+    let (answers, two) = timed(|| {
+        thread::scope(|s| {
+            let a = s.spawn(|| pipeline(&host, &[("GET", &slow, &first)]));
+            let b = s.spawn(|| pipeline(&host, &[("GET", &slow, &second)]));
+            let mut answers = a.join().unwrap();
+            answers.extend(b.join().unwrap());
+            answers
+        })
+    });
+    assert!(halves(&answers), "the halves on two connections");
+    eprintln!("2 MiB: unthrottled {fast:?}, one connection {one:?}, two {two:?}");
+
+    assert!(fast < Duration::from_secs(1), "unthrottled took {fast:?}");
+    let (low, high) = (Duration::from_millis(1800), Duration::from_secs(4));
+    assert!(one >= low && one < high, "one connection took {one:?}");
+    let halved = one.mul_f64(0.7);
+    assert!(
+        two >= Duration::from_millis(900) && two < halved,
+        "two connections took {two:?} (one took {one:?})"
+    );
+    assert_eq!(proxy.hits(), 4, "throttled requests");
+    assert_eq!(proxy.connections(), 4);
 }

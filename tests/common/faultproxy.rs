@@ -7,10 +7,11 @@
 //! enough to find their ends (status, the method asked, `Content-Length`, chunked
 //! framing; without a length a response ends with the connection); everything else is
 //! passed through untouched. Pipelining is tolerated the way many HTTP/1.1 servers do:
-//! a request sent before the answer to the one before it went back is read (and matched
-//! against the rules, in arrival order), but its fault is not armed and it is neither
-//! forwarded nor answered by the proxy until that answer went back whole, so each fault
-//! hits the answer to its own request. Threads only, bounded in time: after its
+//! a request sent before the answer to the one before it went back is read (and recorded,
+//! in arrival order), but it is neither matched against the rules, nor forwarded, nor
+//! answered by the proxy until that answer went back whole, so each fault hits the
+//! answer to its own request, and a request dropped before its turn (its connection
+//! closed by a fault) uses up no rule's turn. Threads only, bounded in time: after its
 //! lifetime (or when dropped) the proxy closes every connection and its threads end by
 //! themselves.
 //! It also counts connections and flights (round trips: client bytes that arrive
@@ -19,6 +20,9 @@
 //! and the most connections open at once. For ranged downloads it can strip the `Range`
 //! header, answer a status or a redirect itself, cut an answer short, or make a 206 lie
 //! (a shifted `Content-Range`, or another range's bytes under the right label).
+//! It can also throttle answers to a rate per connection (a token bucket kept across
+//! the connection's throttled answers), so N busy connections get N times that rate:
+//! a long lossy link where one TCP flow gets a fraction of the line.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -36,6 +40,11 @@ const TURN_POLL: Duration = Duration::from_millis(2);
 const MAX_PENDING: usize = 1 << 20;
 /// The longest response head (or chunk-size or trailer line) the proxy follows.
 const MAX_HEAD: usize = 64 << 10;
+/// The most bytes a throttled answer sends in one write.
+const THROTTLE_SLICE: usize = 16 << 10;
+/// A throttled connection may send at most this fraction of a second's bytes at once
+/// (what it saved while idle or while the proxy slept too long).
+const THROTTLE_BURST: usize = 20;
 
 /// What to do to a matched request.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +84,12 @@ pub enum Action {
     /// connection) and close after `body` bytes of the body: a short body that
     /// looks complete.
     ShortUnsized { body: usize },
+    /// Forward the answer at most `per_second` bytes a second (head included). The
+    /// limit is the connection's: throttled answers on one connection share it (one
+    /// busy connection gets `per_second`, N get N times that), with a burst of at
+    /// most 1/20 s of bytes after a pause. Reads from the registry are not throttled
+    /// (its socket's buffer backs up).
+    Throttle { per_second: usize },
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -280,6 +295,49 @@ struct Armed {
     complete: usize,
     /// The responses pump ended: no response completes any more.
     ended: bool,
+    /// The connection's throttle, once an answer on it was throttled.
+    bucket: Option<Bucket>,
+}
+
+/// A token bucket: how many bytes a throttled connection may send now.
+struct Bucket {
+    per_second: usize,
+    /// Bytes that may go now (at most [`Bucket::burst`]).
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: usize) -> Bucket {
+        let mut bucket = Bucket {
+            per_second: per_second.max(1),
+            tokens: 0.0,
+            at: Instant::now(),
+        };
+        bucket.tokens = bucket.burst();
+        bucket
+    }
+
+    fn burst(&self) -> f64 {
+        (self.per_second / THROTTLE_BURST).max(1) as f64
+    }
+
+    /// How many of `want` bytes may go now (their tokens are spent), or how long to
+    /// wait before some may.
+    fn take(&mut self, want: usize) -> Result<usize, Duration> {
+        let now = Instant::now();
+        let earned = self.per_second as f64 * (now - self.at).as_secs_f64();
+        self.tokens = (self.tokens + earned).min(self.burst());
+        self.at = now;
+        let slice = want.min(THROTTLE_SLICE).min(self.burst() as usize).max(1);
+        if self.tokens >= slice as f64 {
+            self.tokens -= slice as f64;
+            return Ok(slice);
+        }
+        let missing = slice as f64 - self.tokens;
+        Err(Duration::from_secs_f64(missing / self.per_second as f64))
+    }
 }
 
 /// How an answer's `Content-Range: bytes X-Y/TOTAL` is rewritten.
@@ -361,10 +419,11 @@ fn requests(
             target: target.to_string(),
             range: range.clone(),
         });
-        let action = shared.action_for(method, target, body_len, range.as_deref());
         if !wait_turn(client, &mut pending, armed, shared) {
             return false;
         }
+        // Matched only now: a request dropped before its turn uses up no rule's turn.
+        let action = shared.action_for(method, target, body_len, range.as_deref());
         arm(armed, action, range.as_deref(), method == "HEAD");
         if let Some(answer) = own_answer(action, target) {
             pending.drain(..head_len);
@@ -447,10 +506,16 @@ fn arm(armed: &Mutex<Armed>, action: Option<Action>, range: Option<&str>, to_hea
             | Action::Stall { .. }
             | Action::DropAnswer
             | Action::CloseAfterAnswer
-            | Action::CloseMidAnswer { .. }),
+            | Action::CloseMidAnswer { .. }
+            | Action::Throttle { .. }),
         ) => Some(a),
         _ => None,
     };
+    if let Some(Action::Throttle { per_second }) = action {
+        if armed.bucket.as_ref().map(|b| b.per_second) != Some(per_second.max(1)) {
+            armed.bucket = Some(Bucket::new(per_second));
+        }
+    }
     armed.rewrite = match (action, range.and_then(parse_range)) {
         (Some(Action::ShiftContentRange), _) => Some(Rewrite::Shift),
         (Some(Action::OtherBytes), Some((a, b))) => Some(Rewrite::Claim(a, b)),
@@ -941,6 +1006,17 @@ fn deliver(
                 data = &data[n..];
                 continue;
             }
+            Some(Action::Throttle { per_second }) => {
+                let Some(n) = throttle(armed, per_second, data.len(), done, shared) else {
+                    return false;
+                };
+                if client.write_all(&data[..n]).is_err() {
+                    return false;
+                }
+                armed.lock().unwrap().forwarded += n;
+                data = &data[n..];
+                continue;
+            }
             Some(Action::Trickle { after, every }) => (after, Some(every)),
             Some(Action::Stall { after }) => (after, None),
             Some(Action::DropAnswer) => {
@@ -975,6 +1051,33 @@ fn deliver(
         data = &data[n..];
     }
     true
+}
+
+/// Waits until the connection's throttle lets some of `want` bytes go: how many;
+/// `None` if the connection or the proxy ended meanwhile.
+fn throttle(
+    armed: &Mutex<Armed>,
+    per_second: usize,
+    want: usize,
+    done: &AtomicBool,
+    shared: &Shared,
+) -> Option<usize> {
+    loop {
+        let taken = {
+            let mut a = armed.lock().unwrap();
+            let bucket = a.bucket.get_or_insert_with(|| Bucket::new(per_second));
+            bucket.take(want)
+        };
+        match taken {
+            Ok(n) => return Some(n),
+            Err(wait) => {
+                let wait = wait.max(Duration::from_millis(1));
+                if !sleep_unless_done(wait, done, shared) {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A stalled response: nothing more is sent until the client leaves or the proxy stops.
