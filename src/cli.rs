@@ -11,7 +11,7 @@ use crate::login::LoginOptions;
 use crate::progress::Progress;
 use crate::pull::PullOptions;
 use crate::push::PushOptions;
-use crate::registry::client::TransportOptions;
+use crate::registry::client::{Connections, TransportOptions};
 use crate::status::StatusOptions;
 use lexopt::prelude::*;
 use std::path::PathBuf;
@@ -85,9 +85,10 @@ Options:
                            Abort a transfer slower than BYTES/s over SECS (default
                            1024 over 30) and retry; give up after 4*SECS without
                            progress. 0 turns the speed check off (slow links)
-      --connections N      Download layers ahead in chunks on up to N connections at once
-                           (default 4, or 1 for a registry on this machine; at most
-                           16; 1: one request per layer, in turn)
+      --connections N|auto Download layers ahead in chunks on N connections at once (at
+                           most 16; 1: one request per layer, in turn). auto (the
+                           default; 1 for a registry on this machine): start with one,
+                           add one while it raises the rate, up to 8
   -h, --help               Print this help";
 
 pub const INITRAMFS_HELP: &str = "\
@@ -741,13 +742,7 @@ fn transport_option(name: &str, p: &mut lexopt::Parser, t: &mut TransportOptions
         "low-speed-time" => {
             t.low_speed.time = std::time::Duration::from_secs(number_value(p, name)?)
         }
-        "connections" => {
-            let n: u64 = number_value(p, name)?;
-            if !(1..=16).contains(&n) {
-                return Err(Error::new(format!("--connections {n}: must be 1 to 16")));
-            }
-            t.connections = n as usize;
-        }
+        "connections" => t.connections = connections_value(p)?,
         _ => t.insecure.push(string_value(p)?),
     }
     Ok(())
@@ -759,6 +754,21 @@ fn progress_value(p: &mut lexopt::Parser) -> Result<Progress> {
 }
 
 /// A whole number (at most 10^9) for option `--name`.
+/// `--connections N|auto`.
+fn connections_value(p: &mut lexopt::Parser) -> Result<Connections> {
+    let v = string_value(p)?;
+    match v.trim() {
+        "auto" => Ok(Connections::Auto),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=16).contains(&n) => Ok(Connections::Fixed(n)),
+            _ => Err(
+                Error::new(format!("--connections takes 1 to 16 or auto, not {v:?}"))
+                    .hint("run with --help for usage"),
+            ),
+        },
+    }
+}
+
 fn number_value(p: &mut lexopt::Parser, name: &str) -> Result<u64> {
     let v = string_value(p)?;
     match v.trim().parse::<u64>() {
@@ -898,16 +908,20 @@ mod tests {
         let Command::Pull(p) = parse(args("pull x")).unwrap() else {
             panic!()
         };
-        assert_eq!(p.transport.connections, 0, "0: the default");
+        assert_eq!(p.transport.connections, Connections::Default);
         let Command::Pull(p) = parse(args("pull x --connections 1")).unwrap() else {
             panic!()
         };
-        assert_eq!(p.transport.connections, 1);
+        assert_eq!(p.transport.connections, Connections::Fixed(1));
         let Command::Push(p) = parse(args("push x --connections 16")).unwrap() else {
             panic!()
         };
-        assert_eq!(p.transport.connections, 16);
-        for bad in ["0", "17", "-1", "x"] {
+        assert_eq!(p.transport.connections, Connections::Fixed(16));
+        let Command::Pull(p) = parse(args("pull x --connections auto")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.transport.connections, Connections::Auto);
+        for bad in ["0", "17", "-1", "x", "Auto"] {
             assert!(
                 parse(args(&format!("pull x --connections {bad}"))).is_err(),
                 "{bad}"

@@ -41,8 +41,8 @@ const NOISE_LEN: usize = 17 << 19;
 /// 256 KiB).
 const CHUNK: u64 = 4 << 20;
 const FIRST_CHUNK: u64 = 1 << 20;
-/// The most connections prefetch opens (src/registry/prefetch.rs DEFAULT_FLOWS),
-/// plus one for the blob being read.
+/// The most connections prefetch opens with `--connections 4` (what these tests
+/// ask: on loopback it is off by default), plus one for the blob being read.
 const MAX_FLOWS: usize = 4 + 1;
 
 /// Low-speed window of 2 s: the budget is 4 × 2 s = 8 s.
@@ -167,13 +167,26 @@ struct Pulled {
     _tmp: TempDir,
 }
 
-/// `barge pull -q IMAGE -r TMP/rootfs EXTRA...`, timed.
+/// `barge pull -q --connections 4 IMAGE -r TMP/rootfs EXTRA...`, timed.
 fn pull(image: &str, extra: &[&str]) -> Pulled {
+    // The test registries are on loopback, where fetching ahead is off by default.
+    pull_on("4", image, extra)
+}
+
+/// `barge pull -q --connections CONNECTIONS IMAGE -r TMP/rootfs EXTRA...`, timed.
+fn pull_on(connections: &str, image: &str, extra: &[&str]) -> Pulled {
     let tmp = TempDir::new("prefetch-pull");
     let dir = tmp.join("rootfs");
     let state = DirState::capture(&dir);
-    // The test registries are on loopback, where fetching ahead is off by default.
-    let mut args = vec!["pull", "-q", "--connections", "4", image, "-r", p(&dir)];
+    let mut args = vec![
+        "pull",
+        "-q",
+        "--connections",
+        connections,
+        image,
+        "-r",
+        p(&dir),
+    ];
     args.extend_from_slice(extra);
     let t0 = Instant::now();
     let out = barge(&args);
@@ -361,6 +374,74 @@ fn errors_everywhere_end_in_one_clean_line() {
     pulled.state.assert_unchanged();
     assert!(
         pulled.took < Duration::from_secs(8) + SLACK,
+        "took {:?}",
+        pulled.took
+    );
+}
+
+// ------------------------------------------------------------------ how many connections
+
+/// `--connections auto` with nothing in the way: the blob comes in the plan's
+/// chunks, on one connection at first and never more than the most the ramp
+/// allows (src/registry/prefetch.rs AUTO_MAX_FLOWS, 8, plus one for the blob being
+/// read), and makes the same tree. (Whether one connection fills a link is a
+/// question of its round trip, which loopback does not have: src/registry/ramp.rs
+/// tests that.)
+#[test]
+fn auto_fetches_the_plan_and_makes_the_same_tree() {
+    let proxy = proxy(Vec::new());
+    let pulled = pull_on("auto", &proxy.image(BIG), &[]);
+    assert_right_tree(&pulled);
+    let gets = big_gets(&proxy);
+    eprintln!(
+        "auto on loopback: {:?}, {} connections",
+        pulled.took,
+        connections(&gets).len()
+    );
+    let mut ranges: Vec<(u64, u64)> = gets.iter().filter_map(range_of).collect();
+    ranges.sort();
+    assert_eq!(
+        ranges,
+        plan(big().size),
+        "not the chunks of the plan: {gets:?}"
+    );
+    assert_eq!(
+        gets[0].conn, gets[1].conn,
+        "not one connection at first: {gets:?}"
+    );
+    assert!(
+        proxy.max_open() <= 8 + 1,
+        "{} open at once",
+        proxy.max_open()
+    );
+}
+
+/// `--connections auto` where each connection is held to 2 MiB/s (as one TCP flow
+/// on a lossy long link) and more connections get more: connections are added
+/// while they raise the rate, and the pull ends far sooner than one connection
+/// could (17 s for the 34 MiB layer).
+#[test]
+fn auto_adds_connections_while_they_pay() {
+    let throttle = Action::Throttle {
+        per_second: 2 << 20,
+    };
+    let proxy = proxy(vec![every_ranged(throttle)]);
+    let pulled = pull_on("auto", &proxy.image(BIG), &[]);
+    assert_right_tree(&pulled);
+    let gets = big_gets(&proxy);
+    let conns = connections(&gets).len();
+    eprintln!(
+        "auto, 2 MiB/s per connection: {:?}, {conns} connections",
+        pulled.took
+    );
+    assert!(conns >= 4, "only {conns} connections: {gets:?}");
+    assert!(
+        proxy.max_open() <= 8 + 2,
+        "{} open at once",
+        proxy.max_open()
+    );
+    assert!(
+        pulled.took < Duration::from_secs(12),
         "took {:?}",
         pulled.took
     );

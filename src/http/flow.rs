@@ -95,7 +95,21 @@ pub struct Flow {
     slow: bool,
     /// The URL of a request sent behind the current one ([`Flow::pipeline`]).
     queued: Option<Url>,
+    /// The current request is timed (not pipelined): when its last byte went out.
+    timing: Timing,
+    /// From the request's last byte to its answer's head, if timed.
+    latency: Option<Duration>,
     config: FlowConfig,
+}
+
+/// Whether a request's round trip is measured ([`Flow::latency`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// Its last byte has not gone yet.
+    Waiting,
+    Sent(Instant),
+    /// Pipelined, or answered already.
+    Untimed,
 }
 
 /// The body's framing state and where its bytes go.
@@ -162,6 +176,8 @@ impl Flow {
             window: (Instant::now(), 0),
             slow: false,
             queued: None,
+            timing: Timing::Waiting,
+            latency: None,
             config: config.clone(),
         })
     }
@@ -183,6 +199,7 @@ impl Flow {
         }
         self.out = get_bytes(url, headers)?;
         self.restart(url.clone());
+        self.timing = Timing::Waiting;
         Ok(true)
     }
 
@@ -226,11 +243,20 @@ impl Flow {
     /// Waits for the answer to a request on `url` that was sent (or is being sent).
     fn restart(&mut self, url: Url) {
         self.url = url;
+        self.timing = Timing::Untimed;
+        self.latency = None;
         self.head = None;
         self.body = None;
         self.state = FlowState::Asking;
         self.last_progress = Instant::now();
         self.window = (Instant::now(), 0);
+    }
+
+    /// The round trip of the current request: from its last byte sent to its
+    /// answer's head (none for a pipelined request, which waited for the answer
+    /// before it). On a new connection it includes the handshakes of TLS.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
     }
 
     /// The URL asked last.
@@ -389,8 +415,22 @@ impl Flow {
         Ok(())
     }
 
-    /// Hands pending request bytes to the socket; returns how many went.
+    /// Hands pending request bytes to the socket; returns how many went. Notes
+    /// when a timed request's last byte left.
     fn send(&mut self) -> Result<usize> {
+        let sent = self.send_out()?;
+        let idle = self.out.is_empty()
+            && !self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.wants_write() || t.is_handshaking());
+        if self.timing == Timing::Waiting && idle {
+            self.timing = Timing::Sent(Instant::now());
+        }
+        Ok(sent)
+    }
+
+    fn send_out(&mut self) -> Result<usize> {
         let Some(tls) = self.tls.as_mut() else {
             let n = match self.sock.write(&self.out) {
                 Ok(n) => n,
@@ -466,6 +506,10 @@ impl Flow {
             }
             self.head = Some(head);
             self.state = FlowState::Head;
+            if let Timing::Sent(at) = self.timing {
+                self.latency = Some(at.elapsed());
+            }
+            self.timing = Timing::Untimed;
             return Ok(());
         }
         if self.inbuf.len() > MAX_HEAD {
@@ -1054,6 +1098,7 @@ mod tests {
             at: 0,
             len: 6,
         });
+        assert!(flow.latency().is_some(), "the first request is timed");
         assert!(flow.pipeline(&url, &[]).unwrap());
         assert!(!flow.pipeline(&url, &[]).unwrap(), "two queued");
         run(&mut flow);
@@ -1068,6 +1113,11 @@ mod tests {
             matches!(flow.state(), FlowState::Head),
             "{:?}",
             flow.state()
+        );
+        assert_eq!(
+            flow.latency(),
+            None,
+            "a pipelined request waited for another"
         );
         let second = spool(2);
         flow.accept(FileRange {

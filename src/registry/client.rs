@@ -29,9 +29,22 @@ pub struct TransportOptions {
     /// `--mirror`: tried first when reading an image (pull, copy's source, inspect);
     /// never used to push (see `registry::mirrors`).
     pub mirrors: Vec<String>,
-    /// `--connections`: blobs downloaded ahead on up to this many connections (0: the
-    /// default, see `registry::prefetch`; 1: none ahead, one request per blob).
-    pub connections: usize,
+    /// `--connections`: how many connections blobs are downloaded ahead on.
+    pub connections: Connections,
+}
+
+/// `--connections`: how many connections blobs are downloaded ahead on (see
+/// `registry::prefetch` and `registry::ramp`).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    /// [`Connections::Auto`] for a registry on another machine; none ahead (one
+    /// request per blob) for one on this machine, which has no latency to hide.
+    #[default]
+    Default,
+    /// One at first, one more while the last one raised the rate (`auto`).
+    Auto,
+    /// Exactly this many (1: none ahead, one request per blob).
+    Fixed(usize),
 }
 
 /// One request of a pipelined flight ([`Registry::request_many`]).
@@ -70,8 +83,8 @@ pub struct Registry {
     scopes: Vec<String>,
     state: AuthState,
     low_speed: LowSpeed,
-    /// `--connections` (0: the default).
-    connections: usize,
+    /// `--connections`.
+    connections: Connections,
     /// Loopback and `--insecure` registries, until the scheme is settled: plain
     /// HTTP is used first, HTTPS when the server answers plain HTTP with 400.
     may_fall_back: bool,
@@ -501,8 +514,8 @@ impl Registry {
         self.http.take_idle(&base)
     }
 
-    /// How many connections blobs may be downloaded ahead on (`--connections`; 0: the default).
-    pub fn connections(&self) -> usize {
+    /// How many connections blobs may be downloaded ahead on (`--connections`).
+    pub fn connections(&self) -> Connections {
         self.connections
     }
 

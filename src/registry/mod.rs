@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod fetch;
 pub mod mirrors;
 pub mod prefetch;
+pub mod ramp;
 pub mod session;
 pub mod source;
 mod toml;

@@ -1,9 +1,12 @@
 //! Several blob downloads at once, in one thread: the layers a pull will apply
 //! next are fetched ahead into a spool (unlinked files in a directory the caller
-//! names) by up to [`DEFAULT_FLOWS`] (`--connections`) keep-alive connections
-//! ([`Flow`]s), each taking the next chunk of the blobs in reading order (growing
-//! from [`FIRST_CHUNK`] to [`CHUNK`]) as a `Range` request. On a lossy long link
-//! one TCP flow gets a fraction of the rate; several get the link. Taking chunks
+//! names) by keep-alive connections ([`Flow`]s), each taking the next chunk of the
+//! blobs in reading order (growing from [`FIRST_CHUNK`] to [`CHUNK`]) as a `Range`
+//! request, the next one pipelined behind the body it is receiving so that a
+//! connection never waits a round trip between chunks. On a lossy long link one
+//! TCP flow gets a fraction of the rate and several get the link; on a clean one,
+//! one flow fills it and more only compete: how many is `--connections`, or is
+//! measured ([`Ramp`]: one, then one more while it raises the rate). Taking chunks
 //! in order keeps the reader ([`SpoolReader`]) fed at the link's rate instead of
 //! waiting for one slow first piece, so little is left to read when the last byte
 //! arrives. The reader moves every flow on while it waits.
@@ -20,13 +23,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Context, Error, Kind, Result};
 use crate::http::{poll_flows, FileRange, Flow, FlowConfig, FlowState, IdleConn, Url};
-use crate::registry::client::Registry;
+use crate::registry::client::{Connections, Registry};
 use crate::registry::fetch::BlobReader;
+use crate::registry::ramp::{Ramp, Step};
 
 /// Blobs are fetched in ranges of at most this size (a smaller blob in one request).
 pub const CHUNK: u64 = 4 << 20;
@@ -36,12 +40,16 @@ const FIRST_CHUNK: u64 = 1 << 20;
 /// what is left, down to this: the flows finish one after the other, so little is
 /// left to apply when the last byte arrives.
 const LAST_CHUNK: u64 = 256 << 10;
-/// At most this many connections at once, unless `--connections` says otherwise.
-pub const DEFAULT_FLOWS: usize = 4;
+/// At most this many connections when their count is measured ([`Ramp`]).
+pub const AUTO_MAX_FLOWS: usize = 8;
 /// Chunks start, and flows are read, at most this far ahead of the reader (in
 /// reading order): a reader slower than the link (a slow disk, a fast LAN) paces
 /// the downloads through TCP instead of letting the spool grow.
 const AHEAD: u64 = 64 << 20;
+/// A chunk's request is pipelined behind a connection's body once at most this
+/// much of it is left: enough to cover a round trip, and not so early that a
+/// slow connection holds work others could do.
+const PIPELINE_LEFT: u64 = 1 << 20;
 /// Redirects a chunk follows.
 const MAX_HOPS: u32 = 5;
 /// Times a chunk starts again from where it stopped after a transient failure.
@@ -65,8 +73,12 @@ pub struct Prefetch {
     flows: Vec<Lane>,
     /// The blob a reader is reading now.
     reading: Option<usize>,
-    /// At most this many connections.
-    max_flows: usize,
+    /// How many connections, and their measuring.
+    ramp: Ramp,
+    /// The reader held flows back since the ramp last looked.
+    paced: bool,
+    /// A chunk was asked for (the ramp's clock runs from the first).
+    begun: bool,
     /// The registry's idle connection, for the first flow.
     spare: Option<IdleConn>,
 }
@@ -162,12 +174,15 @@ impl Prefetch {
     ) -> Result<Option<Prefetch>> {
         // A registry on this machine has no latency to hide: the spool would only
         // cost copies (measured: 1.43 s against 1.23 s for a loopback pull).
-        let max_flows = match reg.connections() {
-            0 if reg.is_local() => 1,
-            0 => DEFAULT_FLOWS,
-            n => n,
+        let ramp = match reg.connections() {
+            Connections::Default if reg.is_local() => return Ok(None),
+            Connections::Fixed(1) => return Ok(None),
+            Connections::Default | Connections::Auto => {
+                Ramp::adaptive(AUTO_MAX_FLOWS, Instant::now())
+            }
+            Connections::Fixed(n) => Ramp::fixed(n),
         };
-        let Some((first, _)) = blobs.first().filter(|_| max_flows > 1) else {
+        let Some((first, _)) = blobs.first() else {
             return Ok(None);
         };
         let Some((url, config, auth)) = reg.flow_setup(&format!("/v2/{repo}/blobs/{first}"))?
@@ -183,7 +198,9 @@ impl Prefetch {
             chunks: Vec::new(),
             flows: Vec::new(),
             reading: None,
-            max_flows,
+            ramp,
+            paced: false,
+            begun: false,
             spare: None,
         };
         let mut offset = 0;
@@ -230,7 +247,10 @@ impl Prefetch {
         let mut busy: Vec<&mut Flow> = Vec::new();
         for lane in self.flows.iter_mut() {
             match lane.job {
-                Job::Chunk(k) if pace && ahead(k) => lane.flow.rest(),
+                Job::Chunk(k) if pace && ahead(k) => {
+                    lane.flow.rest();
+                    self.paced = true;
+                }
                 Job::Chunk(_) => busy.push(&mut lane.flow),
                 _ => {}
             }
@@ -243,8 +263,45 @@ impl Prefetch {
             self.settle(i);
         }
         self.close_lanes();
+        self.measure();
         self.assign();
         Ok(())
+    }
+
+    /// Lets the ramp see the bytes received so far; connections it finds did not
+    /// pay are closed. Its measurement is void if the reader held flows back or no
+    /// chunk is left for another connection.
+    fn measure(&mut self) {
+        if !self.ramp.ramping() {
+            return;
+        }
+        let received = self.chunks.iter().map(|c| c.filled).sum();
+        let blobs = &self.blobs;
+        let starved = !self
+            .chunks
+            .iter()
+            .any(|c| c.state == ChunkState::Waiting && !blobs[c.blob].released);
+        let limited = std::mem::take(&mut self.paced) || starved;
+        if self.ramp.observe(Instant::now(), received, limited) == Step::Drop {
+            while self.open_flows() > self.ramp.target() {
+                self.retire_one();
+            }
+        }
+    }
+
+    /// Closes the newest connection now: its chunks wait for another one, which
+    /// goes on from the bytes already in the spool.
+    fn retire_one(&mut self) {
+        let Some(lane) = self.flows.iter_mut().rev().find(|l| l.job != Job::Close) else {
+            return;
+        };
+        if let Job::Chunk(k) = lane.job {
+            if self.chunks[k].state == ChunkState::Running {
+                self.chunks[k].state = ChunkState::Waiting;
+            }
+        }
+        lane.job = Job::Close;
+        self.close_lanes();
     }
 
     /// Drops the connections marked [`Job::Close`]; chunks asked for behind
@@ -263,6 +320,10 @@ impl Prefetch {
     /// Starts the next waiting chunks, in reading order, on idle connections first,
     /// then on new ones, while connections allow and up to [`AHEAD`] of the reader.
     fn assign(&mut self) {
+        if !self.begun {
+            self.begun = true;
+            self.ramp.begin(Instant::now());
+        }
         let limit = self.frontier().saturating_add(AHEAD);
         // The blob being read first: a reader may take a blob out of order.
         let reading = self.reading;
@@ -294,29 +355,22 @@ impl Prefetch {
     fn launch(&mut self, k: usize) -> bool {
         let (url, headers, from) = self.request_for(k);
         let c = &self.chunks[k];
-        // The blob being read may have one connection more: it need not wait for a
-        // chunk of a later blob to end.
-        let most = self.max_flows + usize::from(self.reading == Some(c.blob));
-        let started = match self.reuse(&url, &headers) {
-            Some(i) => {
-                self.flows[i].job = Job::Chunk(k);
-                true
-            }
-            None if self.open_flows() >= most => match self.queue_behind(k, &url, &headers) {
-                true => true,
-                false => return false,
-            },
-            None => match self.new_flow(&url, &headers) {
-                Ok(flow) => {
-                    self.flows.push(Lane {
-                        flow,
-                        job: Job::Chunk(k),
-                        next: None,
-                    });
-                    true
-                }
-                Err(_) => false,
-            },
+        // The blob being read may have one connection more when none works on it:
+        // it need not wait for chunks of a later blob to end.
+        let target = self.ramp.target();
+        let unserved = self.reading == Some(c.blob) && !self.serving(c.blob);
+        let most = target + usize::from(unserved);
+        let started = if let Some(i) = self.reuse(&url, &headers) {
+            self.flows[i].job = Job::Chunk(k);
+            true
+        } else if self.open_flows() < target {
+            self.open_lane(k, &url, &headers)
+        } else if self.queue_behind(k, &url, &headers) {
+            true
+        } else if self.open_flows() < most {
+            self.open_lane(k, &url, &headers)
+        } else {
+            return false;
         };
         let c = &mut self.chunks[k];
         c.asked_at = from;
@@ -325,6 +379,21 @@ impl Prefetch {
             false => ChunkState::Broken,
         };
         true
+    }
+
+    /// A connection for chunk `k`; `false` if it cannot even start.
+    fn open_lane(&mut self, k: usize, url: &Url, headers: &[(String, String)]) -> bool {
+        match self.new_flow(url, headers) {
+            Ok(flow) => {
+                self.flows.push(Lane {
+                    flow,
+                    job: Job::Chunk(k),
+                    next: None,
+                });
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// A flow asking `GET url`: on the spare connection if there is one, else new.
@@ -367,8 +436,8 @@ impl Prefetch {
     }
 
     /// Pipelines chunk `k`'s request behind the body of the connection with the
-    /// least left to receive, so that the connection goes on without a round
-    /// trip's pause; `false` if no connection can take it now.
+    /// least left to receive (at most [`PIPELINE_LEFT`]), so that the connection
+    /// goes on without a round trip's pause; `false` if none can take it now.
     fn queue_behind(&mut self, k: usize, url: &Url, headers: &[(String, String)]) -> bool {
         let left = |lane: &Lane| match lane.job {
             Job::Chunk(j) => {
@@ -380,7 +449,8 @@ impl Prefetch {
         let mut order: Vec<usize> = (0..self.flows.len())
             .filter(|&i| {
                 let lane = &self.flows[i];
-                lane.next.is_none() && matches!(lane.flow.state(), FlowState::Body)
+                let receiving = matches!(lane.flow.state(), FlowState::Body);
+                lane.next.is_none() && receiving && left(lane) <= PIPELINE_LEFT
             })
             .collect();
         order.sort_by_key(|&i| left(&self.flows[i]));
@@ -391,6 +461,15 @@ impl Prefetch {
             }
         }
         false
+    }
+
+    /// Whether a connection fetches (or has asked for) a chunk of blob `blob`.
+    fn serving(&self, blob: usize) -> bool {
+        let of_blob = |k: Option<usize>| k.is_some_and(|k| self.chunks[k].blob == blob);
+        self.flows.iter().any(|l| match l.job {
+            Job::Chunk(k) => of_blob(Some(k)) || of_blob(l.next),
+            _ => false,
+        })
     }
 
     /// Connections that are not being closed.
@@ -411,6 +490,9 @@ impl Prefetch {
             *job = Job::Close;
             return;
         };
+        if let (FlowState::Head, Some(rtt)) = (flow.state(), flow.latency()) {
+            self.ramp.sample_rtt(rtt);
+        }
         match flow.state() {
             FlowState::Asking => {}
             FlowState::Body => c.filled = c.asked_at + flow.written() - c.start,
