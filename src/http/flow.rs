@@ -902,22 +902,7 @@ mod tests {
     /// A one-connection server on loopback answering each request with the next of
     /// `answers` (raw bytes), then closing.
     fn serve(answers: Vec<&'static [u8]>) -> Url {
-        use std::io::BufRead;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let (sock, _) = listener.accept().unwrap();
-            let mut r = io::BufReader::new(sock.try_clone().unwrap());
-            let mut w = sock;
-            for answer in answers {
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                let _ = w.write_all(answer);
-            }
-        });
-        Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap()
+        scripted(answers.into_iter().flat_map(|a| [None, Some(a)]).collect())
     }
 
     fn config() -> FlowConfig {
@@ -1051,8 +1036,8 @@ mod tests {
         assert!(refused.unwrap_or(true));
     }
 
-    /// A server on one connection that follows `script`: `None` reads one request
-    /// head, `Some(bytes)` writes them.
+    /// A one-connection server on loopback that follows `script`: `None` reads one
+    /// request head, `Some(bytes)` writes them; then it closes.
     fn scripted(script: Vec<Option<&'static [u8]>>) -> Url {
         use std::io::BufRead;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1074,7 +1059,6 @@ mod tests {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(500));
         });
         Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap()
     }
