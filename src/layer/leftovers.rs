@@ -74,10 +74,13 @@ pub fn lock_tree(lock_dir: &Path, dir: &Path) -> Result<Lock> {
 
 /// How long a lock whose barge is dead may still be held by its git children.
 const CHILD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a lock held by a live process is waited for: a moment, for a copy of
+/// its descriptor that a process forking beside it holds until its `exec`.
+const LIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Takes the lock on `fd`. Held by a live barge: "another barge is working on
-/// DIR". Held only by the children of a dead one (a `git` finishing after barge
-/// was killed): waits for them, a few seconds at most.
+/// Takes the lock on `fd`. Held by a live barge (for longer than a moment):
+/// "another barge is working on DIR". Held only by the children of a dead one (a
+/// `git` finishing after barge was killed): waits for them, a few seconds at most.
 fn lock_or_wait(fd: &OwnedFd, dir: &Path) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
@@ -86,7 +89,8 @@ fn lock_or_wait(fd: &OwnedFd, dir: &Path) -> Result<()> {
         }
         let pid = holder(fd);
         let dead = pid.is_some_and(|p| !alive(p));
-        if !dead || start.elapsed() > CHILD_GRACE {
+        let waited = start.elapsed();
+        if (!dead && waited > LIVE_GRACE) || waited > CHILD_GRACE {
             return Err(busy(dir, pid));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
