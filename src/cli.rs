@@ -753,7 +753,6 @@ fn progress_value(p: &mut lexopt::Parser) -> Result<Progress> {
     Progress::parse(&string_value(p)?)
 }
 
-/// A whole number (at most 10^9) for option `--name`.
 /// `--connections N|auto`.
 fn connections_value(p: &mut lexopt::Parser) -> Result<Connections> {
     let v = string_value(p)?;
@@ -769,6 +768,7 @@ fn connections_value(p: &mut lexopt::Parser) -> Result<Connections> {
     }
 }
 
+/// A whole number (at most 10^9) for option `--name`.
 fn number_value(p: &mut lexopt::Parser, name: &str) -> Result<u64> {
     let v = string_value(p)?;
     match v.trim().parse::<u64>() {

@@ -841,7 +841,6 @@ pub(crate) fn sleep_interruptible(d: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Plain HTTP for loopback registries and those named with `--insecure`.
 /// Whether `host` (with or without a port) is this machine.
 fn is_loopback(host: &str) -> bool {
     let bare = host_without_port(host);
@@ -850,6 +849,7 @@ fn is_loopback(host: &str) -> bool {
         || bare.starts_with("127.") && bare.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
+/// Plain HTTP for loopback registries and those named with `--insecure`.
 pub fn plain_http(host: &str, insecure: &[String]) -> bool {
     let bare = host_without_port(host);
     if is_loopback(host) {
