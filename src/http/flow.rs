@@ -185,22 +185,27 @@ impl Flow {
     /// Sends the next `GET` on this flow's connection, if the last answer is complete
     /// and left it open, and `url` is on the same origin; `false` leaves it untouched.
     pub fn again(&mut self, url: &Url, headers: &[(String, String)]) -> Result<bool> {
-        let reusable = matches!(self.state, FlowState::Done)
+        let reusable =
+            matches!(self.state, FlowState::Done) && self.inbuf.is_empty() && self.can_ask(url);
+        if !reusable {
+            return Ok(false);
+        }
+        self.out = get_bytes(url, headers)?;
+        self.restart(url.clone(), Timing::Waiting);
+        Ok(true)
+    }
+
+    /// Whether this connection can carry a request for `url` after the current
+    /// answer: nothing queued yet, kept alive, a body with a known end (not one
+    /// that ends with the connection), the same origin.
+    fn can_ask(&self, url: &Url) -> bool {
+        self.queued.is_none()
             && self.head.as_ref().is_some_and(Head::keep_alive)
             && self
                 .body
                 .as_ref()
                 .is_some_and(|b| !matches!(b.framing, BodyFraming::Close))
-            && self.inbuf.is_empty()
-            && self.queued.is_none()
-            && url.origin() == self.url.origin();
-        if !reusable {
-            return Ok(false);
-        }
-        self.out = get_bytes(url, headers)?;
-        self.restart(url.clone());
-        self.timing = Timing::Waiting;
-        Ok(true)
+            && url.origin() == self.url.origin()
     }
 
     /// Sends the next `GET` now, behind the body being received (HTTP/1.1
@@ -209,15 +214,7 @@ impl Flow {
     /// queued yet, to the same origin. `false` leaves it untouched. Once the body
     /// is done, [`Flow::next`] turns the flow to the queued request.
     pub fn pipeline(&mut self, url: &Url, headers: &[(String, String)]) -> Result<bool> {
-        let ready = matches!(self.state, FlowState::Body)
-            && self.queued.is_none()
-            && self.head.as_ref().is_some_and(Head::keep_alive)
-            && self
-                .body
-                .as_ref()
-                .is_some_and(|b| !matches!(b.framing, BodyFraming::Close))
-            && url.origin() == self.url.origin();
-        if !ready {
+        if !(matches!(self.state, FlowState::Body) && self.can_ask(url)) {
             return Ok(false);
         }
         self.out.extend_from_slice(&get_bytes(url, headers)?);
@@ -234,16 +231,17 @@ impl Flow {
         let Some(url) = self.queued.take() else {
             return false;
         };
-        self.restart(url);
+        // Pipelined: it waited for the answer before it, so it is not timed.
+        self.restart(url, Timing::Untimed);
         let result = self.take_head(&[]);
         self.settle(result);
         true
     }
 
     /// Waits for the answer to a request on `url` that was sent (or is being sent).
-    fn restart(&mut self, url: Url) {
+    fn restart(&mut self, url: Url, timing: Timing) {
         self.url = url;
-        self.timing = Timing::Untimed;
+        self.timing = timing;
         self.latency = None;
         self.head = None;
         self.body = None;
