@@ -77,8 +77,6 @@ pub struct Prefetch {
     ramp: Ramp,
     /// The reader held flows back since the ramp last looked.
     paced: bool,
-    /// A chunk was asked for (the ramp's clock runs from the first).
-    begun: bool,
     /// The registry's idle connection, for the first flow.
     spare: Option<IdleConn>,
 }
@@ -177,9 +175,7 @@ impl Prefetch {
         let ramp = match reg.connections() {
             Connections::Default if reg.is_local() => return Ok(None),
             Connections::Fixed(1) => return Ok(None),
-            Connections::Default | Connections::Auto => {
-                Ramp::adaptive(AUTO_MAX_FLOWS, Instant::now())
-            }
+            Connections::Default | Connections::Auto => Ramp::adaptive(AUTO_MAX_FLOWS),
             Connections::Fixed(n) => Ramp::fixed(n),
         };
         let Some((first, _)) = blobs.first() else {
@@ -200,7 +196,6 @@ impl Prefetch {
             reading: None,
             ramp,
             paced: false,
-            begun: false,
             spare: None,
         };
         let mut offset = 0;
@@ -320,10 +315,6 @@ impl Prefetch {
     /// Starts the next waiting chunks, in reading order, on idle connections first,
     /// then on new ones, while connections allow and up to [`AHEAD`] of the reader.
     fn assign(&mut self) {
-        if !self.begun {
-            self.begun = true;
-            self.ramp.begin(Instant::now());
-        }
         let limit = self.frontier().saturating_add(AHEAD);
         // The blob being read first: a reader may take a blob out of order.
         let reading = self.reading;
@@ -383,6 +374,7 @@ impl Prefetch {
 
     /// A connection for chunk `k`; `false` if it cannot even start.
     fn open_lane(&mut self, k: usize, url: &Url, headers: &[(String, String)]) -> bool {
+        self.ramp.begin(Instant::now());
         match self.new_flow(url, headers) {
             Ok(flow) => {
                 self.flows.push(Lane {

@@ -52,13 +52,15 @@ pub struct Ramp {
     /// The shortest round trip seen ([`Ramp::sample_rtt`]), else the first
     /// request's time to its first bytes.
     rtt: Option<Duration>,
-    /// The aggregate rate (bytes/s) measured with the count before this one.
-    before: Option<f64>,
+    /// The count before this one, and the aggregate rate (bytes/s) measured with it.
+    before: Option<(usize, f64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
-    /// Nothing received yet; the request went out at this time.
+    /// No request yet.
+    Idle,
+    /// Nothing received yet; the first request went out at this time.
     Starting(Instant),
     /// Flows settle until then.
     Settling(Instant),
@@ -79,12 +81,12 @@ pub enum Step {
 }
 
 impl Ramp {
-    /// A ramp from one connection up to `max`, starting now.
-    pub fn adaptive(max: usize, now: Instant) -> Ramp {
+    /// A ramp from one connection up to `max`, starting with [`Ramp::begin`].
+    pub fn adaptive(max: usize) -> Ramp {
         Ramp {
             target: 1,
             max: max.max(1),
-            phase: Phase::Starting(now),
+            phase: Phase::Idle,
             window: MIN_WINDOW,
             rtt: None,
             before: None,
@@ -103,9 +105,9 @@ impl Ramp {
         }
     }
 
-    /// The first request goes out now (the clock for the first bytes starts).
+    /// A connection starts: the first one starts the clock for the first bytes.
     pub fn begin(&mut self, now: Instant) {
-        if let Phase::Starting(_) = self.phase {
+        if let Phase::Idle = self.phase {
             self.phase = Phase::Starting(now);
         }
     }
@@ -131,7 +133,7 @@ impl Ramp {
     /// flows back, or no chunk was left for another flow).
     pub fn observe(&mut self, now: Instant, received: u64, limited: bool) -> Step {
         match self.phase {
-            Phase::Done => Step::Keep,
+            Phase::Done | Phase::Idle => Step::Keep,
             Phase::Starting(_) if received == 0 => Step::Keep,
             Phase::Starting(asked) => {
                 // The first bytes came a round trip (or a connection's few) after
@@ -160,16 +162,16 @@ impl Ramp {
 
     /// A window ended with `rate` on the current count: the next count, or done.
     fn decide(&mut self, rate: f64, now: Instant) -> Step {
-        let jumped = self.target == JUMP.min(self.max);
         let next = match self.before {
             None if rate * self.rtt.unwrap_or_default().as_secs_f64() >= FILLING => None,
             None => Some(JUMP.min(self.max)),
-            Some(before) if !jumped && rate < before * STEP_GAIN => {
+            // The jump from one is kept (see the module's comment); later steps must pay.
+            Some((from, before)) if from > 1 && rate < before * STEP_GAIN => {
                 return self.settle(self.target - 1)
             }
             Some(_) => Some(self.target + 1).filter(|&n| n <= self.max),
         };
-        self.before = Some(rate);
+        self.before = Some((self.target, rate));
         match next {
             Some(n) if n > self.target => {
                 self.target = n;
@@ -199,7 +201,8 @@ mod tests {
     /// steps, for at most `secs`; returns the count it ends with and when.
     fn run(max: usize, rtt: Duration, secs: u64, rate: impl Fn(usize) -> f64) -> (usize, f64) {
         let t0 = Instant::now();
-        let mut ramp = Ramp::adaptive(max, t0);
+        let mut ramp = Ramp::adaptive(max);
+        ramp.begin(t0);
         let mut received = 0.0;
         let step = Duration::from_millis(10);
         let mut now = t0;
@@ -267,7 +270,8 @@ mod tests {
     #[test]
     fn a_reader_that_holds_flows_back_ends_the_ramp() {
         let t0 = Instant::now();
-        let mut ramp = Ramp::adaptive(8, t0);
+        let mut ramp = Ramp::adaptive(8);
+        ramp.begin(t0);
         let ms = |n| t0 + Duration::from_millis(n);
         assert_eq!(ramp.observe(ms(100), 1000, false), Step::Keep);
         assert!(ramp.ramping());
