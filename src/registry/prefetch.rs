@@ -291,9 +291,7 @@ impl Prefetch {
             return;
         };
         if let Job::Chunk(k) = lane.job {
-            if self.chunks[k].state == ChunkState::Running {
-                self.chunks[k].state = ChunkState::Waiting;
-            }
+            self.chunks[k].wait_again();
         }
         lane.job = Job::Close;
         self.close_lanes();
@@ -304,9 +302,7 @@ impl Prefetch {
     fn close_lanes(&mut self) {
         for lane in &self.flows {
             if let (Job::Close, Some(n)) = (lane.job, lane.next) {
-                if self.chunks[n].state == ChunkState::Running {
-                    self.chunks[n].state = ChunkState::Waiting;
-                }
+                self.chunks[n].wait_again();
             }
         }
         self.flows.retain(|l| l.job != Job::Close);
@@ -560,7 +556,7 @@ impl Prefetch {
             }
             false => {
                 lane.job = Job::Close;
-                self.chunks[n].state = ChunkState::Waiting;
+                self.chunks[n].wait_again();
             }
         }
     }
@@ -623,6 +619,16 @@ impl Prefetch {
             }
         }
         self.close_lanes();
+    }
+}
+
+impl Chunk {
+    /// A running chunk whose connection went (not its fault: no resume is
+    /// charged) waits for another; its bytes so far stay.
+    fn wait_again(&mut self) {
+        if self.state == ChunkState::Running {
+            self.state = ChunkState::Waiting;
+        }
     }
 }
 
